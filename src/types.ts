@@ -1,0 +1,79 @@
+/**
+ * Types shared by the proxy core and its plugins: where a session goes ({@link Target}), what a
+ * plugin may know about the request ({@link RequestInfo}), and the plugin interfaces.
+ *
+ * @module
+ */
+
+/** A place to forward a WebSocket session to. A tagged union, never a magic host name. */
+export type Target =
+  | {
+    /** A TCP service; `--ssl-target` makes the proxy speak TLS to it. */
+    readonly kind: "tcp";
+    /** Host name or IP literal, without brackets. */
+    readonly host: string;
+    /** TCP port, 1 to 65535. */
+    readonly port: number;
+  }
+  | {
+    /** A Unix domain stream socket. */
+    readonly kind: "unix";
+    /** Path of the socket file. */
+    readonly path: string;
+  };
+
+/** The verified identity of a client that presented a TLS certificate (`--verify-client`). */
+export interface ClientIdentity {
+  /** The certificate subject's common name (CN), or `""` when it has none. */
+  readonly commonName: string;
+  /** The full subject as `key=value` pairs, for custom plugins. */
+  readonly subject: Readonly<Record<string, string>>;
+  /** The certificate's SHA-256 fingerprint, colon-separated hex. */
+  readonly fingerprint256: string;
+}
+
+/** What the proxy knows about an incoming HTTP request, given to token and auth plugins. */
+export interface RequestInfo {
+  /** HTTP method, upper case. */
+  readonly method: string;
+  /** The raw request target, e.g. `/websockify?token=abc`. */
+  readonly path: string;
+  /** Request headers; `get()` is case-insensitive. */
+  readonly headers: Headers;
+  /** The direct peer: `ip:port`, or the socket path for a Unix listener. */
+  readonly peer: string;
+  /** Whether the client connection is TLS (wss:// or https://). */
+  readonly secure: boolean;
+  /**
+   * The verified client certificate, carried out of band: never derived from request headers,
+   * so no header (in any letter case) can forge it.
+   */
+  readonly clientIdentity?: ClientIdentity;
+}
+
+/**
+ * Maps a token to a target. Returns `null` when the token is unknown; throws (any error) when the
+ * lookup itself failed (API down, Redis down, bad key file), which is reported as 502/503 and
+ * never as "not found".
+ */
+export interface TokenPlugin {
+  /** Looks `token` up for the request `request`. */
+  lookup(token: string, request: RequestInfo): Promise<Target | null>;
+  /** Releases connections, watchers and timers. Called once at shutdown. */
+  close?(): Promise<void>;
+}
+
+/** Builds a token plugin from its `--token-source` string (absent when the flag was not given). */
+export type TokenPluginFactory = (source: string | undefined) => TokenPlugin | Promise<TokenPlugin>;
+
+/**
+ * Decides whether a request may proceed. Resolves to allow; throws `AuthError` (from
+ * `src/errors.ts`) to deny with its status, headers and message.
+ */
+export interface AuthPlugin {
+  /** Checks `request`, which is about to be proxied to `target` (absent for file requests). */
+  authenticate(request: RequestInfo, target?: Target): Promise<void>;
+}
+
+/** Builds an auth plugin from its `--auth-source` string (absent when the flag was not given). */
+export type AuthPluginFactory = (source: string | undefined) => AuthPlugin | Promise<AuthPlugin>;
