@@ -77,3 +77,19 @@ export interface AuthPlugin {
 
 /** Builds an auth plugin from its `--auth-source` string (absent when the flag was not given). */
 export type AuthPluginFactory = (source: string | undefined) => AuthPlugin | Promise<AuthPlugin>;
+
+/**
+ * A connected target stream: the subset of `Deno.Conn` the pump uses, so `Deno.connect`,
+ * `Deno.connectTls` and adapters (e.g. over `node:tls` for `--ssl-target-insecure`) all fit.
+ * `write` may write fewer bytes than given, as `Deno.Conn.write` does.
+ */
+export interface TargetConnection {
+  /** Reads into `buffer`; resolves to the byte count, or `null` at end of stream. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes some of `data`; resolves to the number of bytes written. */
+  write(data: Uint8Array): Promise<number>;
+  /** Half-closes: no more writes, reads continue. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions at once; pending reads reject. */
+  close(): void;
+}
