@@ -66,3 +66,19 @@ export class TargetError extends Error {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** A request answered with an HTTP error: `message` is the reason phrase. */
+export class HttpError extends Error {
+  override name = "HttpError";
+  /** HTTP status of the response. */
+  readonly status: number;
+  /** Extra response headers. */
+  readonly headers: Readonly<Record<string, string>>;
+
+  /** Creates an error answered with `status` and reason phrase `message`. */
+  constructor(status: number, message: string, headers: Readonly<Record<string, string>> = {}) {
+    super(message);
+    this.status = status;
+    this.headers = headers;
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * HTTP on accepted connections: routes WebSocket upgrades and plain requests, answers malformed
+ * and unsupported requests with upstream's statuses, and maps typed errors to HTTP responses in
+ * one place ({@link httpErrorOf}).
+ *
+ * @module
+ */
+
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import type { Socket } from "node:net";
+// @ts-types="npm:@types/ws@8.18.2"
+import { type WebSocket, WebSocketServer } from "ws";
+import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
+import { checkUpgrade } from "./handshake.ts";
+import { errorResponse } from "./http_response.ts";
+import { connectionInfo } from "./listener.ts";
+import type { Log } from "./log.ts";
+import type { RequestInfo } from "./types.ts";
+
+/** What the server does with routed requests. */
+export interface HttpHandlers {
+  /**
+   * Decides whether an upgrade may proceed (origin, token, auth) and returns what the session
+   * needs; throws a typed error to refuse (mapped by {@link httpErrorOf}).
+   */
+  admit(request: RequestInfo): Promise<unknown>;
+  /** Runs a session on an accepted WebSocket. */
+  onWebSocket(ws: WebSocket, socket: Socket, request: RequestInfo, admitted: unknown): void;
+  /** Serves a plain request; absent means 405 for GET/HEAD as upstream without `--web`. */
+  onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, request: RequestInfo) => void;
+  /** Largest client message in bytes (close 1009 above). */
+  readonly maxMessageSize: number;
+  readonly log: Log;
+}
+
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** Creates the `node:http` server that accepted sockets are emitted into. */
+export function createHttpServer(handlers: HttpHandlers): http.Server {
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: handlers.maxMessageSize,
+    clientTracking: false,
+    handleProtocols: (protocols) => (protocols.has("binary") ? "binary" : false),
+  });
+  const server = http.createServer({ maxHeaderSize: 16 * 1024 });
+  server.keepAliveTimeout = 5000;
+
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    void handleUpgrade(wss, handlers, req, socket as Socket, head).catch((error) => {
+      handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
+      socket.destroy();
+    });
+  });
+
+  server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    connectionInfo(req.socket)?.headersDone();
+    const request = requestInfo(req);
+    const method = req.method ?? "";
+    if (handlers.onRequest && (method === "GET" || method === "HEAD")) {
+      handlers.onRequest(req, res, request);
+      return;
+    }
+    const status = KNOWN_METHODS.has(method) ? 405 : 501;
+    const reason = status === 405 ? "Method Not Allowed" : `Unsupported method ('${method}')`;
+    handlers.log.child({ peer: request.peer }).info(
+      `code ${status}, message ${reason}: "${method} ${req.url}"`,
+    );
+    sendError(res, status, reason, method === "HEAD");
+  });
+
+  server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+    const writable = socket.writable && !(socket as Socket).destroyed;
+    if (!writable || error.code === "ECONNRESET") return void socket.destroy();
+    const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+    socket.end(
+      tooLarge
+        ? errorResponse(431, "Request Header Fields Too Large")
+        : errorResponse(400, "Bad request syntax"),
+    );
+  });
+  return server;
+}
+
+async function handleUpgrade(
+  wss: WebSocketServer,
+  handlers: HttpHandlers,
+  req: http.IncomingMessage,
+  socket: Socket,
+  head: Buffer,
+): Promise<void> {
+  connectionInfo(socket)?.headersDone();
+  const request = requestInfo(req);
+  const log = handlers.log.child({ peer: request.peer });
+  if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
+    return reject(socket, log, new HttpError(400, "Missing or incorrect upgrade header"));
+  }
+  if (req.method !== "GET") {
+    return reject(socket, log, new HttpError(405, "Method Not Allowed"));
+  }
+  const check = checkUpgrade({
+    version: header(req, "sec-websocket-version"),
+    key: header(req, "sec-websocket-key"),
+    protocol: header(req, "sec-websocket-protocol"),
+  });
+  if (!check.ok) return reject(socket, log, new HttpError(400, check.reason));
+
+  log.info(`${request.secure ? "SSL/TLS (wss://)" : "Plain non-SSL (ws://)"} WebSocket connection`);
+  if (request.path !== "/") log.info(`Path: '${request.path}'`);
+
+  let admitted: unknown;
+  try {
+    admitted = await handlers.admit(request);
+  } catch (error) {
+    return reject(socket, log, error);
+  }
+  if (socket.destroyed) return;
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    handlers.onWebSocket(ws, socket, request, admitted);
+  });
+}
+
+function reject(socket: Socket, log: Log, error: unknown): void {
+  const { status, reason, headers, logText } = httpErrorOf(error);
+  log.info(logText);
+  if (!socket.destroyed) socket.end(errorResponse(status, reason, headers));
+}
+
+/** Maps a refusal to its HTTP status, reason phrase, headers and log text. */
+export function httpErrorOf(error: unknown): {
+  status: number;
+  reason: string;
+  headers: Readonly<Record<string, string>>;
+  logText: string;
+} {
+  if (error instanceof AuthError) {
+    const detail = error.logDetail ? `: ${error.logDetail}` : "";
+    return {
+      status: error.status,
+      reason: error.message,
+      headers: error.headers,
+      logText: `Authentication failed: ${error.status} ${error.message}${detail}`,
+    };
+  }
+  if (error instanceof HttpError) {
+    return {
+      status: error.status,
+      reason: error.message,
+      headers: error.headers,
+      logText: `${error.status} ${error.message}`,
+    };
+  }
+  if (error instanceof TokenLookupError) {
+    return {
+      status: error.status,
+      reason: error.status === 503 ? "Service Unavailable" : "Bad Gateway",
+      headers: {},
+      logText: `Token lookup failed: ${error.message}`,
+    };
+  }
+  return {
+    status: 500,
+    reason: "Internal Server Error",
+    headers: {},
+    logText: `Internal error: ${errorMessage(error)}`,
+  };
+}
+
+/** Builds the plugin-facing view of a request. */
+export function requestInfo(req: http.IncomingMessage): RequestInfo {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    try {
+      headers.append(raw[index] as string, raw[index + 1] as string);
+    } catch {
+      // A header value Headers rejects (e.g. bare CR) is dropped, not fatal.
+    }
+  }
+  const info = connectionInfo(req.socket);
+  return {
+    method: req.method ?? "GET",
+    path: req.url ?? "/",
+    headers,
+    peer: info?.peer ?? "unknown",
+    secure: info?.secure ?? false,
+  };
+}
+
+function header(req: http.IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(", ") : value;
+}
+
+function sendError(res: http.ServerResponse, status: number, reason: string, head: boolean): void {
+  const text = errorResponse(status, reason);
+  const body = head ? "" : text.slice(text.indexOf("\r\n\r\n") + 4);
+  res.writeHead(status, reason, {
+    "Content-Type": "text/html;charset=utf-8",
+    "Content-Length": Buffer.byteLength(text.slice(text.indexOf("\r\n\r\n") + 4)),
+    "Connection": "close",
+    "Server": "WebSockify Deno",
+  });
+  res.end(body);
+}

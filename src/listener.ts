@@ -1,0 +1,248 @@
+/**
+ * Accepts connections with `node:net`, sniffs the first byte (0x16 or 0x80 starts a TLS
+ * handshake) and hands plain or TLS-wrapped sockets on. A header timer closes clients that do not
+ * finish their request in time (slowloris), including ones that stall in the TLS handshake.
+ *
+ * @module
+ */
+
+import net from "node:net";
+import tls from "node:tls";
+import type { ListenConfig } from "./config.ts";
+import { StartupError } from "./errors.ts";
+import type { Log } from "./log.ts";
+
+/** What the listener knows about an accepted connection. */
+export interface ConnectionInfo {
+  /** Sequence number of the accepted TCP connection, from 1 (names `--record` files). */
+  readonly id: number;
+  /** `ip:port` of the peer (`[v6]:port`), or the socket path for a unix listener. */
+  readonly peer: string;
+  /** Whether the connection is TLS. */
+  readonly secure: boolean;
+  /** Stops the header timer: the request has arrived. */
+  headersDone(): void;
+}
+
+/** The server-side TLS provider (see `src/tls.ts`). */
+export interface TlsProvider {
+  /** Options for `new tls.TLSSocket(socket, options)`, with the current certificate. */
+  socketOptions(): tls.TLSSocketOptions;
+}
+
+/** Options of {@link Listener.start}. */
+export interface ListenerOptions {
+  readonly listen: ListenConfig;
+  /** Milliseconds a client has to send its first request's headers; 0: no limit. */
+  readonly headerTimeoutMs: number;
+  /** TLS for clients whose first byte is a handshake; absent means no certificate. */
+  readonly tls: TlsProvider | undefined;
+  /** Absolute path of the certificate, for the log line when TLS is not available. */
+  readonly certPath: string;
+  /** Refuse plain connections. */
+  readonly sslOnly: boolean;
+  /** Receives each sniffed (and, for TLS, handshaken) connection. */
+  readonly onConnection: (socket: net.Socket, info: ConnectionInfo) => void;
+  /** Called whenever the number of open connections changes. */
+  readonly onCountChange?: (count: number) => void;
+  readonly log: Log;
+}
+
+const infos = new WeakMap<net.Socket, ConnectionInfo>();
+
+/** Returns the listener's information about `socket` (plain or TLS). */
+export function connectionInfo(socket: net.Socket): ConnectionInfo | undefined {
+  return infos.get(socket);
+}
+
+/** A listening socket (TCP or unix) and its open connections. */
+export class Listener {
+  readonly #server: net.Server;
+  readonly #options: ListenerOptions;
+  readonly #sockets = new Set<net.Socket>();
+  #nextId = 1;
+  /** The bound address: `host:port` (`[v6]:port`) or the unix socket path. */
+  address = "";
+
+  private constructor(options: ListenerOptions) {
+    this.#options = options;
+    this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
+    this.#server.on("error", (error) => options.log.error(`Listener error: ${error.message}`));
+  }
+
+  /** Binds and starts accepting; throws {@link StartupError} when the address cannot be used. */
+  static async start(options: ListenerOptions): Promise<Listener> {
+    const listener = new Listener(options);
+    await listener.#listen();
+    return listener;
+  }
+
+  /** Number of open client connections. */
+  get connectionCount(): number {
+    return this.#sockets.size;
+  }
+
+  /** Stops accepting new connections; open ones continue. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.#server.listening) return resolve();
+      this.#server.close(() => resolve());
+      if (this.#options.listen.kind === "unix") {
+        try {
+          Deno.removeSync(this.#options.listen.path);
+        } catch {
+          // Already gone.
+        }
+      }
+    });
+  }
+
+  /** Destroys every open connection. */
+  destroyAll(): void {
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  async #listen(): Promise<void> {
+    const listen = this.#options.listen;
+    const server = this.#server;
+    const failed = new Promise<never>((_, reject) => server.once("error", reject));
+    try {
+      if (listen.kind === "unix") {
+        await removeStaleSocket(listen.path);
+        // The umask makes the socket file born with its final mode: no window where others
+        // could connect before a chmod.
+        const previous = Deno.umask(0o777 & ~listen.mode);
+        try {
+          server.listen(listen.path);
+        } finally {
+          Deno.umask(previous);
+        }
+        await Promise.race([once(server, "listening"), failed]);
+        this.address = listen.path;
+        return;
+      }
+      const host = listen.host !== "" ? listen.host : listen.preferIpv6 ? "::" : "0.0.0.0";
+      server.listen({ host, port: listen.port, backlog: 511, ipv6Only: false });
+      await Promise.race([once(server, "listening"), failed]);
+      const address = server.address() as net.AddressInfo;
+      this.address = address.family === "IPv6"
+        ? `[${address.address}]:${address.port}`
+        : `${address.address}:${address.port}`;
+    } catch (error) {
+      throw startupError(error, listen);
+    }
+  }
+
+  #accept(socket: net.Socket): void {
+    const id = this.#nextId++;
+    this.#sockets.add(socket);
+    this.#options.onCountChange?.(this.#sockets.size);
+    socket.on("close", () => {
+      this.#sockets.delete(socket);
+      this.#options.onCountChange?.(this.#sockets.size);
+    });
+    socket.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
+    const peer = this.#options.listen.kind === "unix"
+      ? this.#options.listen.path
+      : formatPeer(socket.remoteAddress, socket.remotePort);
+    const timeoutMs = this.#options.headerTimeoutMs;
+    const timer = timeoutMs > 0
+      ? setTimeout(() => {
+        this.#options.log.child({ peer }).debug(
+          `Closing a client that sent no complete request within ${timeoutMs / 1000} s`,
+        );
+        socket.destroy();
+      }, timeoutMs)
+      : undefined;
+    const headersDone = () => clearTimeout(timer);
+    socket.once("close", headersDone);
+    if (this.#options.listen.kind !== "unix") socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+
+    socket.once("data", (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      const byte = first[0];
+      if (byte === 0x16 || byte === 0x80) {
+        this.#startTls(socket, { id, peer, secure: true, headersDone });
+      } else if (this.#options.sslOnly) {
+        this.#options.log.child({ peer }).info("non-SSL connection received but disallowed");
+        socket.destroy();
+      } else {
+        const info = { id, peer, secure: false, headersDone };
+        infos.set(socket, info);
+        this.#options.onConnection(socket, info);
+      }
+    });
+    socket.resume();
+  }
+
+  #startTls(socket: net.Socket, info: ConnectionInfo): void {
+    const log = this.#options.log.child({ peer: info.peer });
+    const provider = this.#options.tls;
+    if (!provider) {
+      log.info(`SSL connection but '${this.#options.certPath}' not found`);
+      socket.destroy();
+      return;
+    }
+    const secure = new tls.TLSSocket(socket, provider.socketOptions());
+    secure.on("error", (error: Error) => {
+      log.debug(`TLS error: ${error.message}`);
+      socket.destroy();
+    });
+    secure.once("secure", () => {
+      infos.set(secure, info);
+      this.#options.onConnection(secure, info);
+    });
+  }
+}
+
+/** Formats a peer address as `ip:port`, bracketing IPv6 and unwrapping IPv4-mapped addresses. */
+export function formatPeer(address: string | undefined, port: number | undefined): string {
+  const host = (address ?? "unknown").replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, "$1");
+  return host.includes(":") ? `[${host}]:${port ?? 0}` : `${host}:${port ?? 0}`;
+}
+
+function once(server: net.Server, event: string): Promise<void> {
+  return new Promise((resolve) => server.once(event, () => resolve()));
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    const info = await Deno.lstat(path);
+    if (!info.isSocket) {
+      throw new StartupError(
+        `'${path}' exists and is not a socket: remove it or choose another --unix-listen path`,
+      );
+    }
+    await Deno.remove(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+}
+
+function startupError(error: unknown, listen: ListenConfig): Error {
+  if (error instanceof StartupError) return error;
+  const code = (error as { code?: string }).code;
+  const where = listen.kind === "unix"
+    ? `'${listen.path}'`
+    : `${listen.host === "" ? "*" : listen.host}:${listen.port}`;
+  if (code === "EADDRINUSE") {
+    return new StartupError(
+      `Address ${where} is already in use: stop the other process or choose another port`,
+    );
+  }
+  if (code === "EACCES" || error instanceof Deno.errors.PermissionDenied) {
+    return new StartupError(
+      `Permission denied listening on ${where}: use a port above 1023 or run with the needed rights`,
+    );
+  }
+  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN") {
+    return new StartupError(
+      `Cannot listen on ${where}: the address is not on this machine; check the listen host`,
+    );
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new StartupError(`Cannot listen on ${where}: ${message}`);
+}

@@ -1,0 +1,224 @@
+/**
+ * The one logging module: configures logtape with a stderr sink, an optional file sink and an
+ * optional syslog sink, and formats lines like upstream websockify. Request-scoped lines carry the
+ * peer and a timestamp (`127.0.0.1 - - [21/Nov/2026 08:19:28] message`); server lines are bare.
+ *
+ * Other modules log through {@link getLog}; nothing else writes to stderr, and only the
+ * `--traffic` legend ({@link TrafficLog}) writes to stdout.
+ *
+ * @module
+ */
+
+import { configure, dispose, getLogger, type LogRecord, reset, type Sink } from "@logtape/logtape";
+import { getFileSink } from "@logtape/file";
+import dgram from "node:dgram";
+import type { LogConfig, SyslogConfig } from "./config.ts";
+
+/** A logger with websockify's line format; `child()` attaches per-connection context once. */
+export interface Log {
+  /** Shown with `-v` only. */
+  debug(text: string): void;
+  /** Normal operation. */
+  info(text: string): void;
+  /** Something is wrong but the proxy goes on. */
+  warn(text: string): void;
+  /** A failure. */
+  error(text: string): void;
+  /** A logger whose lines carry `peer` (request-scoped format). */
+  child(context: { readonly peer: string }): Log;
+}
+
+/** Returns the logger for `category` (a module name such as `"proxy"`). */
+export function getLog(category: string): Log {
+  return wrap(getLogger(["websockify", category]));
+}
+
+function wrap(logger: ReturnType<typeof getLogger>): Log {
+  // Tagged templates keep `{...}` in paths and reasons from being read as placeholders.
+  return {
+    debug: (text) => logger.debug`${text}`,
+    info: (text) => logger.info`${text}`,
+    warn: (text) => logger.warn`${text}`,
+    error: (text) => logger.error`${text}`,
+    child: (context) => wrap(logger.with(context)),
+  };
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** Formats a date as Python's `log_date_time_string`: `21/Nov/2026 08:19:28` (local time). */
+export function formatLogDate(date: Date): string {
+  const pad = (value: number) => String(value).padStart(2, "0");
+  return `${pad(date.getDate())}/${MONTHS[date.getMonth()]}/${date.getFullYear()} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+/** Formats a record as one line (no newline): upstream's request-line form when it has a peer. */
+export function formatRecord(record: LogRecord): string {
+  const text = record.message.map((part) => String(part)).join("");
+  const peer = record.properties["peer"];
+  if (typeof peer !== "string") return text;
+  const host = peerHost(peer);
+  return `${host} - - [${formatLogDate(new Date(record.timestamp))}] ${host}: ${text}`;
+}
+
+/** The host part of `ip:port` / `[v6]:port`; a unix socket path is returned as it is. */
+export function peerHost(peer: string): string {
+  if (peer.startsWith("/")) return peer;
+  const bracketed = /^\[([^\]]*)\]:\d+$/.exec(peer);
+  if (bracketed) return bracketed[1] ?? peer;
+  const colon = peer.lastIndexOf(":");
+  return colon > 0 && peer.indexOf(":") === colon ? peer.slice(0, colon) : peer;
+}
+
+const encoder = new TextEncoder();
+
+function stderrSink(record: LogRecord): void {
+  writeAll(Deno.stderr, encoder.encode(formatRecord(record) + "\n"));
+}
+
+function writeAll(file: { writeSync(data: Uint8Array): number }, data: Uint8Array): void {
+  let offset = 0;
+  while (offset < data.length) offset += file.writeSync(data.subarray(offset));
+}
+
+const SYSLOG_SEVERITY: Record<string, number> = {
+  trace: 7,
+  debug: 7,
+  info: 6,
+  warning: 4,
+  error: 3,
+  fatal: 2,
+};
+
+/** Builds a syslog datagram as upstream: RFC 5424 header, or the BSD one with `legacy`. */
+export function formatSyslog(
+  record: LogRecord,
+  options: { legacy: boolean; hostname: string; pid: number },
+): string {
+  const priority = 1 * 8 + (SYSLOG_SEVERITY[record.level] ?? 6); // facility LOG_USER
+  const text = formatRecord(record).replace(/[\r\n]+/g, " ");
+  if (options.legacy) return `<${priority}>websockify[${options.pid}]: ${text}`;
+  const time = new Date(record.timestamp).toISOString().replace(/\.\d+Z$/, "Z");
+  return `<${priority}>1 ${time} ${
+    options.hostname.slice(0, 255)
+  } websockify ${options.pid} - - ${text}`;
+}
+
+function syslogSink(config: SyslogConfig, legacy: boolean): Sink & AsyncDisposable {
+  let hostname = "-";
+  try {
+    hostname = Deno.hostname();
+  } catch {
+    // No --allow-sys: RFC 5424 allows "-" for an unknown host name.
+  }
+  const options = { legacy, hostname, pid: Deno.pid };
+  if (config.kind === "udp") {
+    const socket = dgram.createSocket(config.host.includes(":") ? "udp6" : "udp4");
+    socket.on("error", () => {}); // Logging must never take the proxy down.
+    socket.unref();
+    const sink = (record: LogRecord) => {
+      socket.send(encoder.encode(formatSyslog(record, options)), config.port, config.host);
+    };
+    return Object.assign(sink, {
+      [Symbol.asyncDispose]: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+    });
+  }
+  // A unix datagram socket needs a local address of its own to send from (--unstable-net).
+  let connection: Deno.DatagramConn | undefined;
+  let localPath: string | undefined;
+  const sink = (record: LogRecord) => {
+    try {
+      if (connection === undefined) {
+        localPath = Deno.makeTempFileSync({ prefix: "websockify-syslog-", suffix: ".sock" });
+        Deno.removeSync(localPath);
+        connection = Deno.listenDatagram({ transport: "unixpacket", path: localPath });
+      }
+      const bytes = encoder.encode(formatSyslog(record, options));
+      connection.send(bytes, { transport: "unixpacket", path: config.path }).catch(() => {});
+    } catch {
+      // Syslog unavailable: the stderr and file sinks still have the line.
+    }
+  };
+  return Object.assign(sink, {
+    [Symbol.asyncDispose]: () => {
+      connection?.close();
+      if (localPath !== undefined) Deno.remove(localPath).catch(() => {});
+      return Promise.resolve();
+    },
+  });
+}
+
+/** Sets up the sinks for `config`. Call once at start-up; {@link closeLogging} at exit. */
+export async function setupLogging(config: LogConfig): Promise<void> {
+  const sinks: Record<string, Sink> = { stderr: stderrSink };
+  if (config.file !== undefined) {
+    sinks["file"] = getFileSink(config.file, {
+      formatter: (record) => formatRecord(record) + "\n",
+      bufferSize: 0,
+    });
+  }
+  if (config.syslog !== undefined) sinks["syslog"] = syslogSink(config.syslog, config.legacySyslog);
+  await configure({
+    reset: true,
+    sinks,
+    loggers: [
+      {
+        category: ["websockify"],
+        lowestLevel: config.verbose ? "debug" : "info",
+        sinks: Object.keys(sinks),
+      },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: ["stderr"] },
+    ],
+  });
+}
+
+/** Flushes and closes the sinks. */
+export async function closeLogging(): Promise<void> {
+  await dispose();
+}
+
+/** Discards the logging configuration (tests). */
+export async function resetLogging(): Promise<void> {
+  await reset();
+}
+
+/** The `--traffic` legend printed at start-up, as upstream. */
+export const TRAFFIC_LEGEND = [
+  "Traffic Legend:",
+  "    } - Client receive",
+  "    }. - Client receive partial",
+  "    { - Target receive",
+  "",
+  "    > - Target send",
+  "    >. - Target send partial",
+  "    < - Client send",
+  "    <. - Client send partial",
+].join("\n");
+
+/** Writes `--traffic` legend characters to stdout, batched so the hot path never blocks. */
+export class TrafficLog {
+  #pending = "";
+  #scheduled = false;
+
+  /** Records one traffic event such as `}` or `<`. */
+  mark(symbol: string): void {
+    this.#pending += symbol;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setTimeout(() => this.flush(), 50);
+  }
+
+  /** Writes what is pending now. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#pending === "") return;
+    const text = this.#pending;
+    this.#pending = "";
+    try {
+      writeAll(Deno.stdout, encoder.encode(text));
+    } catch {
+      // stdout closed: the legend is best effort.
+    }
+  }
+}

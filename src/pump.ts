@@ -1,0 +1,236 @@
+/**
+ * The two-way copy between a WebSocket client and a target connection, with backpressure in both
+ * directions: a slow target pauses reading from the client (`ws.pause()`), a slow client pauses
+ * reading from the target (the read loop waits for the client socket's `drain`). Either side
+ * ending tears down both; no queue grows past its high-water mark.
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+// @ts-types="npm:@types/ws@8.18.2"
+import type { WebSocket } from "ws";
+import type { Log, TrafficLog } from "./log.ts";
+import type { Recording } from "./record.ts";
+import type { TargetConnection } from "./types.ts";
+
+/** Largest binary message sent to the client: one target read, as upstream (`recv(65536)`). */
+export const MAX_CLIENT_MESSAGE = 64 * 1024;
+
+/** Bytes queued towards the target before the client is paused. */
+const TARGET_HIGH_WATER = 1024 * 1024;
+/** Bytes queued towards the target at which the client is resumed. */
+const TARGET_LOW_WATER = 256 * 1024;
+/** Bytes buffered towards the client before target reads wait for `drain`. */
+const CLIENT_HIGH_WATER = 1024 * 1024;
+/** Largest single write to the target when several small messages are queued. */
+const COALESCE_LIMIT = 256 * 1024;
+
+/** Options of {@link pump}. */
+export interface PumpOptions {
+  /** Close text messages with 1003 instead of forwarding their UTF-8 bytes. */
+  readonly strictBinary: boolean;
+  /** Ping interval in seconds (0: off); a peer silent for twice that is dropped. */
+  readonly heartbeat: number;
+  /** Session recording, when `--record` is on. */
+  readonly recording: Recording | undefined;
+  /** Traffic legend, when `--traffic` is on. */
+  readonly traffic: TrafficLog | undefined;
+  /** Session-scoped logger. */
+  readonly log: Log;
+  /** Description of the target for log lines. */
+  readonly targetName: string;
+}
+
+/** How a session ended. */
+export type PumpEnd = "client" | "target" | "target-error" | "shutdown" | "heartbeat";
+
+/** A running session's handle. */
+export interface PumpHandle {
+  /** Resolves when both sides are closed. */
+  readonly done: Promise<PumpEnd>;
+  /** Closes the session with 1001 (server going away). */
+  shutdown(): void;
+}
+
+/** Copies data both ways between `ws` (over `socket`) and `target` until either side ends. */
+export function pump(
+  ws: WebSocket,
+  socket: Socket,
+  target: TargetConnection,
+  options: PumpOptions,
+): PumpHandle {
+  const { log, traffic, recording } = options;
+  let end: PumpEnd | undefined;
+  let targetClosed = false;
+  const finish = (reason: PumpEnd) => (end ??= reason);
+
+  // Client → target: a queue drained by one writer; the client is paused above the high-water
+  // mark, and small messages queued together go out in one write.
+  const queue: Uint8Array[] = [];
+  let queued = 0;
+  let writing: Promise<void> | undefined;
+  let paused = false;
+
+  const closeTarget = () => {
+    if (targetClosed) return;
+    targetClosed = true;
+    try {
+      target.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  };
+
+  const writeQueue = async () => {
+    try {
+      while (queue.length > 0 && !targetClosed) {
+        const data = takeBatch(queue);
+        await writeAll(target, data);
+        queued -= data.length;
+        traffic?.mark(">");
+        if (paused && queued <= TARGET_LOW_WATER) {
+          paused = false;
+          ws.resume();
+        }
+      }
+    } catch (error) {
+      if (!targetClosed) {
+        log.debug(`${options.targetName}: Target write failed: ${String(error)}`);
+        finish("target-error");
+        ws.close(1011, "Target connection failed");
+        closeTarget();
+      }
+    } finally {
+      writing = undefined;
+    }
+  };
+
+  ws.on("message", (data: Buffer, isBinary: boolean) => {
+    if (!isBinary && options.strictBinary) {
+      ws.close(1003, "Unsupported: Text frames are not supported");
+      return;
+    }
+    traffic?.mark("}");
+    recording?.fromClient(data);
+    if (data.length === 0 || targetClosed) return;
+    queue.push(data);
+    queued += data.length;
+    if (!paused && queued > TARGET_HIGH_WATER) {
+      paused = true;
+      ws.pause();
+    }
+    writing ??= writeQueue();
+  });
+  ws.on("error", (error: Error) => log.debug(`Client error: ${error.message}`));
+
+  // Heartbeat: ping every N seconds; no pong (or any other sign of life) within 2N drops the peer.
+  let lastSeen = performance.now();
+  ws.on("pong", () => (lastSeen = performance.now()));
+  ws.on("message", () => (lastSeen = performance.now()));
+  const heartbeat = options.heartbeat > 0
+    ? setInterval(() => {
+      if (performance.now() - lastSeen > 2 * options.heartbeat * 1000) {
+        log.info(`Client sent no pong for ${2 * options.heartbeat} s: closing the session`);
+        finish("heartbeat");
+        ws.terminate();
+        return;
+      }
+      ws.ping();
+    }, options.heartbeat * 1000)
+    : undefined;
+
+  const clientClosed = new Promise<void>((resolve) => {
+    ws.on("close", (code: number) => {
+      finish("client");
+      log.debug(`${options.targetName}: Client closed connection (code ${code})`);
+      clearInterval(heartbeat);
+      // Deliver what the client sent before its close, then close the target.
+      void (async () => {
+        while (writing) await writing;
+        closeTarget();
+        resolve();
+      })();
+    });
+  });
+
+  // Target → client: one read becomes one binary message; reads wait while the client is slow.
+  const targetDone = (async () => {
+    const buffer = new Uint8Array(MAX_CLIENT_MESSAGE);
+    try {
+      while (!targetClosed) {
+        const count = await target.read(buffer);
+        if (count === null) break;
+        traffic?.mark("{");
+        const chunk = buffer.slice(0, count);
+        recording?.toClient(chunk);
+        if (ws.readyState !== ws.OPEN) break;
+        ws.send(chunk, { binary: true });
+        traffic?.mark("<");
+        if (ws.bufferedAmount > CLIENT_HIGH_WATER) await drained(socket);
+      }
+      if (!targetClosed) {
+        log.debug(`${options.targetName}: Target closed connection`);
+        finish("target");
+        ws.close(1000, "Target closed");
+      }
+    } catch (error) {
+      if (!targetClosed) {
+        log.debug(`${options.targetName}: Target read failed: ${String(error)}`);
+        finish("target-error");
+        ws.close(1011, "Target connection failed");
+      }
+    }
+  })();
+
+  const done = Promise.all([clientClosed, targetDone]).then(() => {
+    closeTarget();
+    return end ?? "client";
+  });
+
+  return {
+    done,
+    shutdown() {
+      finish("shutdown");
+      ws.close(1001, "Server shutting down");
+    },
+  };
+}
+
+function takeBatch(queue: Uint8Array[]): Uint8Array {
+  const first = queue.shift() as Uint8Array;
+  if (queue.length === 0 || first.length >= COALESCE_LIMIT) return first;
+  let size = first.length;
+  let count = 0;
+  while (count < queue.length && size + (queue[count] as Uint8Array).length <= COALESCE_LIMIT) {
+    size += (queue[count] as Uint8Array).length;
+    count++;
+  }
+  if (count === 0) return first;
+  const batch = new Uint8Array(size);
+  batch.set(first, 0);
+  let offset = first.length;
+  for (const part of queue.splice(0, count)) {
+    batch.set(part, offset);
+    offset += part.length;
+  }
+  return batch;
+}
+
+async function writeAll(target: TargetConnection, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) offset += await target.write(data.subarray(offset));
+}
+
+function drained(socket: Socket): Promise<void> {
+  if (socket.destroyed || socket.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
+}

@@ -1,0 +1,224 @@
+/**
+ * Composes the proxy from its parts (listener, HTTP routing, plugins, sessions), prints the
+ * start-up banner, and owns the lifecycle: `--run-once`, `--timeout`, `--idle-timeout` and
+ * graceful shutdown (stop accepting, close sessions with 1001, wait briefly, exit).
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+// @ts-types="npm:@types/ws@8.18.2"
+import type { WebSocket } from "ws";
+import { normaliseOrigin } from "./cli.ts";
+import type { Config } from "./config.ts";
+import { AuthError, errorMessage, HttpError } from "./errors.ts";
+import { createHttpServer } from "./http.ts";
+import { connectionInfo, Listener } from "./listener.ts";
+import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./log.ts";
+import type { PumpHandle } from "./pump.ts";
+import { runSession } from "./session.ts";
+import { describeTarget } from "./target.ts";
+import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
+
+/** A running proxy. */
+export interface RunningServer {
+  /** The bound address: `host:port` or the unix socket path. */
+  readonly address: string;
+  /** Resolves with the exit code once the server has stopped. */
+  readonly finished: Promise<number>;
+  /** Stops gracefully: no new connections, sessions closed with 1001. */
+  shutdown(reason: string): Promise<void>;
+}
+
+/** Plugins and providers the server is built with (loaded by `main.ts`). */
+export interface ServerParts {
+  readonly tokens?: TokenPlugin | undefined;
+  readonly auth?: AuthPlugin | undefined;
+  readonly tls?: import("./listener.ts").TlsProvider | undefined;
+  /** Extra banner lines from the parts (e.g. TLS status). */
+  readonly bannerLines?: readonly string[];
+}
+
+/** How long sessions get to close after a shutdown starts. */
+const SHUTDOWN_GRACE_MS = 3000;
+
+/** Starts the proxy described by `config`. */
+export async function startServer(config: Config, parts: ServerParts = {}): Promise<RunningServer> {
+  const log = getLog("proxy");
+  const traffic = config.log.traffic ? new TrafficLog() : undefined;
+  const sessions = new Set<PumpHandle>();
+  let stopping = false;
+  let resolveFinished: (code: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
+  let sessionCount = 0;
+
+  const http = createHttpServer({
+    maxMessageSize: config.limits.maxMessageSize,
+    log,
+    admit: (request) => admit(config, parts, request),
+    onWebSocket(ws: WebSocket, socket: Socket, request: RequestInfo, admitted: unknown) {
+      const target = admitted as Target;
+      const id = connectionInfo(socket)?.id ?? 0;
+      sessionCount++;
+      void runSession(ws, socket, {
+        config,
+        target,
+        id,
+        log: log.child({ peer: request.peer }),
+        traffic,
+        onStart: (handle) => {
+          sessions.add(handle);
+          void handle.done.then(() => sessions.delete(handle));
+          if (stopping) handle.shutdown();
+        },
+      }).then(() => {
+        sessionCount--;
+        if (config.limits.runOnce) void shutdown("--run-once: the session has ended");
+        checkDrained();
+      });
+    },
+  });
+
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  const armIdleTimer = (count: number) => {
+    clearTimeout(idleTimer);
+    if (config.limits.idleTimeout <= 0 || count > 0 || stopping) return;
+    idleTimer = setTimeout(
+      () => void shutdown(`No connections for ${config.limits.idleTimeout} s (--idle-timeout)`),
+      config.limits.idleTimeout * 1000,
+    );
+  };
+
+  const listener = await Listener.start({
+    listen: config.listen,
+    headerTimeoutMs: config.limits.headerTimeout * 1000,
+    tls: parts.tls,
+    certPath: config.tls.cert,
+    sslOnly: config.tls.sslOnly,
+    log,
+    onConnection: (socket) => {
+      http.emit("connection", socket);
+      // The sniffer paused the socket; node:http only attaches listeners.
+      socket.resume();
+    },
+    onCountChange: (count) => {
+      armIdleTimer(count);
+      checkDrained();
+    },
+  });
+  armIdleTimer(0);
+
+  printBanner(log, config, listener.address, parts);
+
+  let acceptTimer: ReturnType<typeof setTimeout> | undefined;
+  if (config.limits.timeout > 0) {
+    acceptTimer = setTimeout(() => {
+      log.info(`--timeout: no new connections after ${config.limits.timeout} s`);
+      stopping = true;
+      void listener.stopAccepting().then(checkDrained);
+    }, config.limits.timeout * 1000);
+  }
+
+  function checkDrained(): void {
+    if (!stopping || sessionCount > 0 || listener.connectionCount > 0) return;
+    void finish();
+  }
+
+  let finishing: Promise<void> | undefined;
+  function finish(): Promise<void> {
+    finishing ??= (async () => {
+      clearTimeout(idleTimer);
+      clearTimeout(acceptTimer);
+      await listener.stopAccepting();
+      listener.destroyAll();
+      traffic?.flush();
+      await parts.tokens?.close?.().catch((error) =>
+        log.error(`Closing the token plugin failed: ${errorMessage(error)}`)
+      );
+      resolveFinished(0);
+    })();
+    return finishing;
+  }
+
+  async function shutdown(reason: string): Promise<void> {
+    if (stopping && finishing) return finishing;
+    stopping = true;
+    log.info(reason);
+    await listener.stopAccepting();
+    for (const session of sessions) session.shutdown();
+    const drained = Promise.all([...sessions].map((session) => session.done));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      drained,
+      new Promise((resolve) => (timer = setTimeout(resolve, SHUTDOWN_GRACE_MS))),
+    ]);
+    clearTimeout(timer);
+    await finish();
+  }
+
+  return { address: listener.address, finished, shutdown };
+}
+
+/** Origin, token and auth checks of an upgrade; resolves to the session's target. */
+async function admit(config: Config, parts: ServerParts, request: RequestInfo): Promise<Target> {
+  if (config.auth.origins.length > 0) checkOrigin(config.auth.origins, request);
+  let target: Target;
+  if (config.target.kind === "fixed") {
+    target = config.target.target;
+  } else if (config.target.kind === "tokens" && parts.tokens) {
+    const { extractToken } = await import("./tokens/extract.ts");
+    const token = extractToken(request.path, request.headers, config.target.hostToken);
+    if (token === undefined) throw new HttpError(404, "Token not present");
+    const found = await parts.tokens.lookup(token, request);
+    if (found === null) throw new HttpError(404, `Token '${token}' not found`);
+    target = found;
+  } else {
+    throw new HttpError(503, "No target configured");
+  }
+  await parts.auth?.authenticate(request, target);
+  return target;
+}
+
+/** `--origin`: refuses a request whose normalised Origin is not listed. */
+export function checkOrigin(allowed: readonly string[], request: RequestInfo): void {
+  const origin = request.headers.get("origin");
+  const normalised = origin === null ? undefined : normaliseOrigin(origin);
+  if (normalised !== undefined && allowed.includes(normalised)) return;
+  throw new AuthError("Invalid Origin", {
+    status: 403,
+    logDetail: `expected one of ${allowed.join(", ")}, got '${origin ?? "None"}'`,
+  });
+}
+
+function printBanner(log: Log, config: Config, address: string, parts: ServerParts): void {
+  const lines = ["WebSocket server settings:"];
+  lines.push(
+    config.listen.kind === "unix"
+      ? `  - Listen on unix socket ${address}`
+      : `  - Listen on ${address}`,
+  );
+  if (config.web.root !== undefined) {
+    lines.push(
+      config.web.fileOnly
+        ? `  - Web server (no directory listings). Web root: ${config.web.root}`
+        : `  - Web server. Web root: ${config.web.root}`,
+    );
+  }
+  if (parts.bannerLines) lines.push(...parts.bannerLines);
+  else if (!parts.tls) lines.push("  - No SSL/TLS support (no cert file)");
+  if (config.log.record !== undefined) lines.push(`  - Recording to '${config.log.record}.*'`);
+  const ssl = config.targetTls.enabled ? " (using SSL)" : "";
+  const target = config.target;
+  if (target.kind === "fixed") {
+    const destination = target.target.kind === "unix"
+      ? `unix socket ${target.target.path}`
+      : describeTarget(target.target);
+    lines.push(`  - proxying from ${address} to ${destination}${ssl}`);
+  } else if (target.kind === "tokens") {
+    lines.push(`  - proxying from ${address} to targets generated by ${target.plugin}${ssl}`);
+  } else {
+    lines.push(`  - proxying from ${address} to '${target.command.join(" ")}'${ssl}`);
+  }
+  if (config.log.traffic) lines.push(TRAFFIC_LEGEND);
+  for (const line of lines) log.info(line);
+}

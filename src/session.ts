@@ -1,0 +1,88 @@
+/**
+ * One WebSocket session: dial the target (close 1011 "Failed to connect to downstream server"
+ * when that fails, as upstream), open the recording, run the pump, log the end.
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+// @ts-types="npm:@types/ws@8.18.2"
+import type { WebSocket } from "ws";
+import type { Config } from "./config.ts";
+import { errorMessage } from "./errors.ts";
+import type { Log, TrafficLog } from "./log.ts";
+import { pump, type PumpEnd, type PumpHandle } from "./pump.ts";
+import { Recording } from "./record.ts";
+import { describeTarget, dialTarget } from "./target.ts";
+import type { Target } from "./types.ts";
+
+/** Options of {@link runSession}. */
+export interface SessionOptions {
+  readonly config: Config;
+  /** Where this session goes. */
+  readonly target: Target;
+  /** Sequence number of the connection (names the `--record` file). */
+  readonly id: number;
+  /** Session-scoped logger. */
+  readonly log: Log;
+  /** Shared traffic legend writer, when `--traffic` is on. */
+  readonly traffic: TrafficLog | undefined;
+  /** Called with the pump's handle once the target is connected. */
+  readonly onStart?: (handle: PumpHandle) => void;
+}
+
+/** Runs a session to its end; never throws. */
+export async function runSession(
+  ws: WebSocket,
+  socket: Socket,
+  options: SessionOptions,
+): Promise<PumpEnd | "connect-failed"> {
+  const { config, target, log } = options;
+  const name = describeTarget(target);
+  const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
+  log.info(
+    target.kind === "unix"
+      ? `connecting to unix socket: ${target.path}${tlsSuffix}`
+      : `connecting to: ${name}${tlsSuffix}`,
+  );
+  // Client messages that arrive while dialling wait in ws until the pump attaches.
+  ws.pause();
+  let connection;
+  try {
+    connection = await dialTarget(target, {
+      timeoutMs: config.limits.connectTimeout * 1000,
+      tls: config.targetTls,
+    });
+  } catch (error) {
+    log.info(`Failed to connect to ${name}: ${errorMessage(error)}`);
+    ws.on("error", () => {});
+    ws.close(1011, "Failed to connect to downstream server");
+    return "connect-failed";
+  }
+  if (ws.readyState !== ws.OPEN) {
+    connection.close();
+    return "client";
+  }
+  let recording: Recording | undefined;
+  if (config.log.record !== undefined) {
+    const path = `${config.log.record}.${options.id}`;
+    recording = await Recording.open(path).catch((error) => {
+      log.error(`Cannot record to '${path}': ${errorMessage(error)}`);
+      return undefined;
+    });
+  }
+  const handle = pump(ws, socket, connection, {
+    strictBinary: config.strictBinary,
+    heartbeat: config.limits.heartbeat,
+    recording,
+    traffic: options.traffic,
+    log,
+    targetName: name,
+  });
+  ws.resume();
+  options.onStart?.(handle);
+  const end = await handle.done;
+  await recording?.close();
+  log.debug(`${name}: Closed target (${end})`);
+  return end;
+}

@@ -1,0 +1,74 @@
+/**
+ * Dials targets: TCP with `Deno.connect`, Unix sockets, and (through `src/target_tls.ts`) TLS, all
+ * with a connect timeout so a black-holed host cannot hang a session.
+ *
+ * @module
+ */
+
+import type { TargetTlsConfig } from "./config.ts";
+import { errorMessage, TargetError } from "./errors.ts";
+import type { Target, TargetConnection } from "./types.ts";
+
+/** Options of {@link dialTarget}. */
+export interface DialOptions {
+  /** Milliseconds allowed for connecting; 0 means no limit. */
+  readonly timeoutMs: number;
+  /** TLS towards the target (`--ssl-target`). */
+  readonly tls: TargetTlsConfig;
+}
+
+/** Describes a target for log lines: `host:port`, `[v6]:port` or the socket path. */
+export function describeTarget(target: Target): string {
+  if (target.kind === "unix") return target.path;
+  return target.host.includes(":")
+    ? `[${target.host}]:${target.port}`
+    : `${target.host}:${target.port}`;
+}
+
+/** Connects to `target`; throws {@link TargetError} with the reason on failure or timeout. */
+export async function dialTarget(target: Target, options: DialOptions): Promise<TargetConnection> {
+  const connecting = connect(target, options);
+  if (options.timeoutMs <= 0) return await wrapErrors(connecting);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new TargetError(`timed out after ${options.timeoutMs / 1000} s`)),
+      options.timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([wrapErrors(connecting), timeout]);
+  } catch (error) {
+    // A connect that completes after the timeout must not leak its socket.
+    connecting.then((connection) => connection.close(), () => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function connect(target: Target, options: DialOptions): Promise<TargetConnection> {
+  if (target.kind === "unix") {
+    return await Deno.connect({ transport: "unix", path: target.path });
+  }
+  if (options.tls.enabled) {
+    const { dialTlsTarget } = await import("./target_tls.ts");
+    return await dialTlsTarget(target.host, target.port, {
+      config: options.tls,
+      timeoutMs: options.timeoutMs,
+    });
+  }
+  const connection = await Deno.connect({ hostname: target.host, port: target.port });
+  connection.setNoDelay(true);
+  connection.setKeepAlive(true);
+  return connection;
+}
+
+async function wrapErrors(connecting: Promise<TargetConnection>): Promise<TargetConnection> {
+  try {
+    return await connecting;
+  } catch (error) {
+    if (error instanceof TargetError) throw error;
+    throw new TargetError(errorMessage(error), { cause: error });
+  }
+}
