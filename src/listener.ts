@@ -83,18 +83,17 @@ export class Listener {
   }
 
   /** Stops accepting new connections; open ones continue. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.#server.listening) return resolve();
-      this.#server.close(() => resolve());
-      if (this.#options.listen.kind === "unix") {
-        try {
-          Deno.removeSync(this.#options.listen.path);
-        } catch {
-          // Already gone.
-        }
+  stopAccepting(): void {
+    if (!this.#server.listening) return;
+    // close()'s callback waits for every connection to end; nothing here needs to wait for that.
+    this.#server.close();
+    if (this.#options.listen.kind === "unix") {
+      try {
+        Deno.removeSync(this.#options.listen.path);
+      } catch {
+        // Already gone.
       }
-    });
+    }
   }
 
   /** Destroys every open connection. */

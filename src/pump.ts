@@ -172,6 +172,7 @@ export function pump(
       if (!targetClosed) {
         log.debug(`${options.targetName}: Target closed connection`);
         finish("target");
+        if (paused) ws.resume();
         ws.close(1000, "Target closed");
       }
     } catch (error) {
@@ -192,6 +193,7 @@ export function pump(
     done,
     shutdown() {
       finish("shutdown");
+      if (paused) ws.resume();
       ws.close(1001, "Server shutting down");
     },
   };

@@ -115,7 +115,8 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
     acceptTimer = setTimeout(() => {
       log.info(`--timeout: no new connections after ${config.limits.timeout} s`);
       stopping = true;
-      void listener.stopAccepting().then(checkDrained);
+      listener.stopAccepting();
+      checkDrained();
     }, config.limits.timeout * 1000);
   }
 
@@ -129,7 +130,7 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
     finishing ??= (async () => {
       clearTimeout(idleTimer);
       clearTimeout(acceptTimer);
-      await listener.stopAccepting();
+      listener.stopAccepting();
       listener.destroyAll();
       traffic?.flush();
       await parts.tokens?.close?.().catch((error) =>
@@ -144,7 +145,7 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
     if (stopping && finishing) return finishing;
     stopping = true;
     log.info(reason);
-    await listener.stopAccepting();
+    listener.stopAccepting();
     for (const session of sessions) session.shutdown();
     const drained = Promise.all([...sessions].map((session) => session.done));
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -56,6 +56,7 @@ export async function runSession(
   } catch (error) {
     log.info(`Failed to connect to ${name}: ${errorMessage(error)}`);
     ws.on("error", () => {});
+    ws.resume(); // The client's answer to the close frame has to be read.
     ws.close(1011, "Failed to connect to downstream server");
     return "connect-failed";
   }

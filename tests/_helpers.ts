@@ -1,0 +1,354 @@
+/**
+ * Test helpers: spawn the proxy as a real process, real TCP echo/sink servers, a `ws` client,
+ * raw HTTP exchanges, and bounded waits. Everything listens on 127.0.0.1 port 0.
+ *
+ * @module
+ */
+
+import { WebSocket } from "ws";
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** Absolute path of main.ts. */
+export const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** Rejects after `ms` with `what` in the message, unless `promise` settles first. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A proxy process started by {@link startProxy}. */
+export interface ProxyProcess extends AsyncDisposable {
+  /** `host:port` (or socket path) from the banner's "Listen on" line. */
+  readonly address: string;
+  /** The port, for TCP listeners. */
+  readonly port: number;
+  /** Process id of the proxy. */
+  readonly pid: number;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Everything written to stdout so far. */
+  stdout(): string;
+  /** Waits until stderr matches `pattern`. */
+  waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /** Sends a signal. */
+  kill(signal?: Deno.Signal): void;
+  /** Resolves with the exit status. */
+  readonly status: Promise<Deno.CommandStatus>;
+}
+
+/** Output of a process that exits by itself (usage errors, --help). */
+export async function runMain(
+  args: string[],
+  options: { cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const command = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--unstable-net", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+  });
+  const child = command.spawn();
+  const output = await within(child.output(), options.timeoutMs ?? 20000, `websockify ${args}`)
+    .catch((error) => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      throw error;
+    });
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Starts `main.ts` with `args` and waits for its "Listen on" banner line. */
+export async function startProxy(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; deno?: string[] } = {},
+): Promise<ProxyProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...(options.deno ?? ["--allow-all", "--unstable-net"]), MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.env ? { env: options.env } : {}),
+  }).spawn();
+  let stderr = "";
+  let stdout = "";
+  const waiters = new Set<() => void>();
+  const collect = async (stream: ReadableStream<Uint8Array>, into: "out" | "err") => {
+    for await (const chunk of stream) {
+      if (into === "err") stderr += decoder.decode(chunk);
+      else stdout += decoder.decode(chunk);
+      for (const waiter of waiters) waiter();
+    }
+  };
+  const collecting = Promise.all([collect(child.stdout, "out"), collect(child.stderr, "err")]);
+  let exited = false;
+  const status = child.status.then(async (value) => {
+    await collecting;
+    exited = true;
+    for (const waiter of waiters) waiter();
+    return value;
+  });
+
+  const waitFor = (pattern: RegExp, ms = 15000) =>
+    within(
+      new Promise<RegExpMatchArray>((resolve, reject) => {
+        const check = () => {
+          const match = stderr.match(pattern);
+          if (match) {
+            waiters.delete(check);
+            resolve(match);
+          } else if (exited) {
+            waiters.delete(check);
+            reject(new Error(`Proxy exited before printing ${pattern}:\n${stderr}`));
+          }
+        };
+        waiters.add(check);
+        check();
+      }),
+      ms,
+      `proxy output ${pattern}; stderr so far:\n${stderr}`,
+    );
+
+  const kill = (signal: Deno.Signal = "SIGTERM") => {
+    if (exited) return;
+    try {
+      child.kill(signal);
+    } catch {
+      // Already exited.
+    }
+  };
+  let address = "";
+  try {
+    const match = await waitFor(/Listen on (?:unix socket )?(\S+)/);
+    address = match[1] ?? "";
+  } catch (error) {
+    kill("SIGKILL");
+    await status;
+    throw error;
+  }
+  const port = Number(/:(\d+)$/.exec(address)?.[1] ?? 0);
+  return {
+    address,
+    port,
+    pid: child.pid,
+    stderr: () => stderr,
+    stdout: () => stdout,
+    waitFor,
+    kill,
+    status,
+    async [Symbol.asyncDispose]() {
+      kill("SIGTERM");
+      const timer = setTimeout(() => kill("SIGKILL"), 5000);
+      await status;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** A TCP server used as the proxy's target. */
+export interface TargetServer extends AsyncDisposable {
+  readonly port: number;
+  /** Connections accepted so far. */
+  readonly connections: Deno.Conn[];
+  /** Resolves with the next accepted connection. */
+  nextConnection(): Promise<Deno.Conn>;
+}
+
+/** Starts a TCP server; `handle` runs for each connection (default: echo). */
+export function startTarget(
+  handle: (conn: Deno.Conn) => Promise<void> = (conn) => conn.readable.pipeTo(conn.writable),
+  options: { transport?: "tcp" | "unix"; path?: string } = {},
+): TargetServer & { readonly path?: string } {
+  const listener = options.transport === "unix"
+    ? Deno.listen({ transport: "unix", path: options.path as string })
+    : Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections: Deno.Conn[] = [];
+  const pending: ((conn: Deno.Conn) => void)[] = [];
+  const handlers: Promise<void>[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) {
+        connections.push(conn);
+        pending.shift()?.(conn);
+        handlers.push(handle(conn).catch(() => {}));
+      }
+    } catch {
+      // Listener closed.
+    }
+  })();
+  return {
+    port: options.transport === "unix" ? 0 : (listener.addr as Deno.NetAddr).port,
+    ...(options.path ? { path: options.path } : {}),
+    connections,
+    nextConnection: () =>
+      within(new Promise((resolve) => pending.push(resolve)), 10000, "target connection"),
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of connections) {
+        try {
+          conn.close();
+        } catch {
+          // Already closed.
+        }
+      }
+      await accepting;
+      await Promise.all(handlers);
+    },
+  };
+}
+
+/** Starts a TCP echo server. */
+export function startEcho(): TargetServer {
+  return startTarget();
+}
+
+/** A connected `ws` client that collects what it receives. */
+export interface TestClient {
+  readonly ws: WebSocket;
+  /** Resolves with the next message (binary as Uint8Array, text as string). */
+  next(ms?: number): Promise<Uint8Array | string>;
+  /** Resolves with `count` bytes of binary data, across messages. */
+  receiveBytes(count: number, ms?: number): Promise<Uint8Array>;
+  /** Resolves with the close code and reason. */
+  readonly closed: Promise<{ code: number; reason: string }>;
+  /** Sizes of the binary messages received so far. */
+  readonly messageSizes: number[];
+}
+
+/** Opens a WebSocket to `url` and waits for it to open. */
+export async function connectClient(
+  url: string,
+  options: { protocols?: string[]; headers?: Record<string, string> } = {},
+): Promise<TestClient> {
+  const ws = new WebSocket(url, options.protocols ?? [], {
+    headers: options.headers ?? {},
+    perMessageDeflate: false,
+  });
+  const queue: (Uint8Array | string)[] = [];
+  const waiters: (() => void)[] = [];
+  const messageSizes: number[] = [];
+  ws.on("message", (data: Buffer, isBinary: boolean) => {
+    if (isBinary) messageSizes.push(data.length);
+    queue.push(isBinary ? new Uint8Array(data) : data.toString("utf8"));
+    waiters.shift()?.();
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    ws.on("close", (code: number, reason: Buffer) => {
+      resolve({ code, reason: reason.toString() });
+      for (const waiter of waiters.splice(0)) waiter();
+    });
+  });
+  await within(
+    new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once(
+        "unexpected-response",
+        (_req: unknown, res: { statusCode: number; statusMessage: string }) =>
+          reject(new Error(`Unexpected response ${res.statusCode} ${res.statusMessage}`)),
+      );
+    }),
+    10000,
+    `WebSocket open ${url}`,
+  );
+  ws.on("error", () => {});
+  const next = async (ms = 10000): Promise<Uint8Array | string> => {
+    while (queue.length === 0) {
+      if (ws.readyState === ws.CLOSED) throw new Error("WebSocket closed");
+      await within(new Promise<void>((resolve) => waiters.push(resolve)), ms, "next message");
+    }
+    return queue.shift() as Uint8Array | string;
+  };
+  const receiveBytes = async (count: number, ms = 10000): Promise<Uint8Array> => {
+    const result = new Uint8Array(count);
+    let offset = 0;
+    const deadline = Date.now() + ms;
+    while (offset < count) {
+      const message = await next(Math.max(1, deadline - Date.now()));
+      const bytes = typeof message === "string" ? encoder.encode(message) : message;
+      result.set(bytes.subarray(0, count - offset), offset);
+      offset += bytes.length;
+    }
+    return result;
+  };
+  return { ws, next, receiveBytes, closed, messageSizes };
+}
+
+/** Sends `request` on a raw TCP connection and returns everything read until close or `ms`. */
+export async function rawExchange(
+  port: number,
+  request: string | Uint8Array,
+  ms = 5000,
+): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(typeof request === "string" ? encoder.encode(request) : request);
+    let text = "";
+    const buffer = new Uint8Array(65536);
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      const count = await within(conn.read(buffer), Math.max(1, deadline - Date.now()), "raw read")
+        .catch(() => null);
+      if (count === null) break;
+      text += decoder.decode(buffer.subarray(0, count));
+    }
+    return text;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the peer.
+    }
+  }
+}
+
+/** A minimal valid upgrade request for `path`, with extra header lines. */
+export function upgradeRequest(path = "/", extra: string[] = []): string {
+  return [
+    `GET ${path} HTTP/1.1`,
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...extra,
+    "",
+    "",
+  ].join("\r\n");
+}
+
+/** Random bytes of `size` (crypto.getRandomValues in 64 KiB pieces). */
+export function randomBytes(size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let offset = 0; offset < size; offset += 65536) {
+    crypto.getRandomValues(bytes.subarray(offset, Math.min(size, offset + 65536)));
+  }
+  return bytes;
+}
+
+/** Resident set size of process `pid` in bytes, from /proc. */
+export function rssOf(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  return match ? Number(match[1]) * 1024 : 0;
+}

@@ -1,0 +1,432 @@
+import assert from "node:assert/strict";
+import {
+  connectClient,
+  randomBytes,
+  rawExchange,
+  rssOf,
+  startEcho,
+  startProxy,
+  startTarget,
+  upgradeRequest,
+  within,
+} from "./_helpers.ts";
+
+const encoder = new TextEncoder();
+
+Deno.test("proxy forwards binary and text both ways and echoes the client's close code", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`, { protocols: ["binary"] });
+  assert.equal(client.ws.protocol, "binary");
+  client.ws.send(encoder.encode("hello"));
+  assert.deepEqual(await client.next(), encoder.encode("hello"));
+  client.ws.send("text é");
+  // Text is forwarded as its UTF-8 bytes; the target's answer comes back as binary.
+  assert.deepEqual(await client.next(), encoder.encode("text é"));
+  client.ws.close(4001, "custom");
+  assert.deepEqual(await within(client.closed, 5000, "close"), { code: 4001, reason: "custom" });
+  await proxy.waitFor(/Plain non-SSL \(ws:\/\/\) WebSocket connection/);
+  await proxy.waitFor(/connecting to: 127\.0\.0\.1:\d+/);
+});
+
+Deno.test("proxy moves 1 MiB messages intact and splits target data into ≤64 KiB messages", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  const payload = randomBytes(1024 * 1024);
+  client.ws.send(payload);
+  const received = await client.receiveBytes(payload.length, 15000);
+  assert.deepEqual(received, payload);
+  assert.ok(client.messageSizes.every((size) => size <= 65536), `${client.messageSizes}`);
+  client.ws.close();
+  await client.closed;
+});
+
+Deno.test("proxy closes with 1000 'Target closed' after flushing the target's last data", async () => {
+  await using target = startTarget(async (conn) => {
+    await conn.write(encoder.encode("bye"));
+    conn.close();
+  });
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  assert.deepEqual(await client.next(), encoder.encode("bye"));
+  assert.deepEqual(await within(client.closed, 5000, "close"), {
+    code: 1000,
+    reason: "Target closed",
+  });
+});
+
+Deno.test("proxy closes with 1011 when the target refuses the connection", async () => {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  assert.deepEqual(await within(client.closed, 5000, "close"), {
+    code: 1011,
+    reason: "Failed to connect to downstream server",
+  });
+  await proxy.waitFor(/Failed to connect to 127\.0\.0\.1:\d+/);
+});
+
+Deno.test("proxy gives up on a black-holed target after --connect-timeout", async () => {
+  // A loopback listener that never accepts, with its accept queue full: the kernel drops further
+  // SYNs, so a connect hangs exactly like one to a black-holed host.
+  const holder = new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\n" +
+      "print(s.getsockname()[1],flush=True)\ntime.sleep(20)",
+    ],
+    stdout: "piped",
+  }).spawn();
+  const reader = holder.stdout.getReader();
+  const line = new TextDecoder().decode((await within(reader.read(), 5000, "holder port")).value);
+  const port = Number(line.trim());
+  const fillers: Deno.Conn[] = [];
+  for (let index = 0; index < 4; index++) {
+    const conn = await within(Deno.connect({ hostname: "127.0.0.1", port }), 500, "fill")
+      .catch(() => undefined);
+    if (conn === undefined) break; // The queue is full: this SYN was dropped.
+    fillers.push(conn);
+  }
+  try {
+    await using proxy = await startProxy([
+      "127.0.0.1:0",
+      `127.0.0.1:${port}`,
+      "--connect-timeout",
+      "1",
+    ]);
+    const started = Date.now();
+    const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+    const closed = await within(client.closed, 8000, "close after connect timeout");
+    assert.deepEqual(closed, { code: 1011, reason: "Failed to connect to downstream server" });
+    assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+    await proxy.waitFor(/Failed to connect to 127\.0\.0\.1:\d+: timed out after 1 s/);
+  } finally {
+    for (const conn of fillers) conn.close();
+    holder.kill("SIGKILL");
+    reader.releaseLock();
+    await holder.stdout.cancel().catch(() => {});
+    await holder.status;
+  }
+});
+
+Deno.test("proxy answers upstream's 400s and 405 while a concurrent session keeps working", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+
+  const cases: [string, RegExp][] = [
+    [
+      upgradeRequest("/", ["Sec-WebSocket-Protocol: base64"]),
+      /^HTTP\/1\.1 400 Invalid protocol selected\r\n/,
+    ],
+    [
+      upgradeRequest("/", ["Sec-WebSocket-Protocol: chat"]),
+      /^HTTP\/1\.1 400 Invalid protocol selected\r\n/,
+    ],
+    [
+      upgradeRequest("/").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 5"),
+      /^HTTP\/1\.1 400 Unsupported protocol version 5\r\n/,
+    ],
+    [
+      upgradeRequest("/").replace("Sec-WebSocket-Version: 13\r\n", ""),
+      /^HTTP\/1\.1 400 Missing Sec-WebSocket-Version header\r\n/,
+    ],
+    [
+      upgradeRequest("/").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+      /^HTTP\/1\.1 400 Missing Sec-WebSocket-Key header\r\n/,
+    ],
+    ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 405 Method Not Allowed\r\n/],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", /^HTTP\/1\.1 405 /],
+    ["HELLO\r\n\r\n", /^HTTP\/1\.1 400 Bad request syntax\r\n/],
+    [`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
+  ];
+  for (const [request, expected] of cases) {
+    const response = await rawExchange(proxy.port, request);
+    assert.match(response, expected, `request ${JSON.stringify(request.slice(0, 60))}`);
+    assert.match(response, /Content-Length: \d+/);
+  }
+  // Browsers offering ["base64", "binary"] send "base64, binary": accepted with binary.
+  const both = await rawExchange(
+    proxy.port,
+    upgradeRequest("/", ["Sec-WebSocket-Protocol: base64, binary"]),
+    1000,
+  );
+  assert.match(both, /^HTTP\/1\.1 101 /);
+  assert.match(both, /Sec-WebSocket-Protocol: binary\r\n/i);
+
+  client.ws.send(encoder.encode("still here"));
+  assert.deepEqual(await client.next(), encoder.encode("still here"));
+  client.ws.close();
+});
+
+Deno.test("proxy closes a client that never finishes its request after --header-timeout", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--header-timeout",
+    "1",
+  ]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await conn.write(encoder.encode("GET / HTTP/1.1\r\nHost: x\r\n"));
+  const started = Date.now();
+  const result = await within(conn.read(new Uint8Array(16)), 5000, "server closes slow client")
+    .catch((
+      error,
+    ) => (error instanceof Deno.errors.ConnectionReset ? null : Promise.reject(error)));
+  assert.equal(result, null);
+  assert.ok(Date.now() - started < 4000);
+  conn.close();
+  // A silent client (sends nothing at all) is closed too.
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  const silentResult = await within(silent.read(new Uint8Array(16)), 5000, "silent client")
+    .catch((
+      error,
+    ) => (error instanceof Deno.errors.ConnectionReset ? null : Promise.reject(error)));
+  assert.equal(silentResult, null);
+  silent.close();
+});
+
+Deno.test("proxy closes messages above --max-message-size with 1009", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--max-message-size",
+    "1024",
+  ]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send(new Uint8Array(1024));
+  assert.equal((await client.next() as Uint8Array).length, 1024);
+  client.ws.send(new Uint8Array(1025));
+  assert.equal((await within(client.closed, 5000, "1009")).code, 1009);
+});
+
+Deno.test("proxy with --strict-binary closes text messages with 1003 as upstream", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--strict-binary",
+  ]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send("text");
+  assert.deepEqual(await within(client.closed, 5000, "1003"), {
+    code: 1003,
+    reason: "Unsupported: Text frames are not supported",
+  });
+  assert.equal(echo.connections.length, 1);
+});
+
+Deno.test("proxy reaches a unix socket target with --unix-target", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/target.sock`;
+  await using target = startTarget(undefined, { transport: "unix", path });
+  await using proxy = await startProxy(["127.0.0.1:0", "--unix-target", path]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send(encoder.encode("over unix"));
+  assert.deepEqual(await client.next(), encoder.encode("over unix"));
+  client.ws.close();
+  await client.closed;
+  assert.equal(target.connections.length, 1);
+  await proxy.waitFor(/connecting to unix socket: .*target\.sock/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("proxy listens on a unix socket with --unix-listen and --unix-listen-mode", async () => {
+  await using echo = startEcho();
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/proxy.sock`;
+  await Deno.writeTextFile(path, ""); // a stale non-socket file is refused
+  const refused = await startProxy(["--unix-listen", path, `127.0.0.1:${echo.port}`]).then(
+    () => "started",
+    (error: Error) => error.message,
+  );
+  assert.match(refused, /exists and is not a socket/);
+  await Deno.remove(path);
+  await using proxy = await startProxy([
+    "--unix-listen",
+    path,
+    "--unix-listen-mode",
+    "660",
+    `127.0.0.1:${echo.port}`,
+  ]);
+  assert.equal(proxy.address, path);
+  assert.equal((await Deno.stat(path)).mode! & 0o777, 0o660);
+  const conn = await Deno.connect({ transport: "unix", path });
+  await conn.write(encoder.encode(upgradeRequest("/")));
+  const buffer = new Uint8Array(1024);
+  const count = await within(conn.read(buffer), 5000, "101 over unix") ?? 0;
+  assert.match(new TextDecoder().decode(buffer.subarray(0, count)), /^HTTP\/1\.1 101 /);
+  conn.close();
+  proxy.kill("SIGTERM");
+  assert.equal((await proxy.status).code, 0);
+  await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("proxy closes sessions with 1001 and exits 0 on SIGTERM", async () => {
+  await using echo = startEcho();
+  const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send(encoder.encode("x"));
+  await client.next();
+  proxy.kill("SIGTERM");
+  assert.equal((await within(client.closed, 5000, "1001")).code, 1001);
+  const status = await within(proxy.status, 8000, "exit");
+  assert.equal(status.code, 0);
+});
+
+Deno.test("proxy --run-once exits after the first WebSocket session", async () => {
+  await using echo = startEcho();
+  const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--run-once"]);
+  // A plain HTTP request does not count.
+  assert.match(await rawExchange(proxy.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1000), /405/);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.close();
+  await client.closed;
+  assert.equal((await within(proxy.status, 8000, "exit after run-once")).code, 0);
+});
+
+Deno.test("proxy --idle-timeout exits when nobody connects", async () => {
+  await using echo = startEcho();
+  const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--idle-timeout", "1"]);
+  const started = Date.now();
+  assert.equal((await within(proxy.status, 8000, "idle exit")).code, 0);
+  assert.ok(Date.now() - started >= 900);
+});
+
+Deno.test("proxy --timeout stops accepting but lets the running session finish", async () => {
+  await using echo = startEcho();
+  const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--timeout", "1"]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  await proxy.waitFor(/--timeout: no new connections/, 5000);
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: proxy.port }));
+  client.ws.send(encoder.encode("after"));
+  assert.deepEqual(await client.next(), encoder.encode("after"));
+  client.ws.close();
+  assert.equal((await within(proxy.status, 8000, "exit after timeout")).code, 0);
+});
+
+Deno.test("proxy --heartbeat pings the client and drops one that stops answering", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--heartbeat",
+    "0.3",
+  ]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  let pings = 0;
+  client.ws.on("ping", () => pings++);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.ok(pings >= 2, `pings: ${pings}`);
+  // Stop answering: ws auto-pongs, so pause the underlying socket to play dead.
+  (client.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  await proxy.waitFor(/sent no pong/, 5000);
+});
+
+Deno.test("proxy --record writes upstream's VNC_frame_data format", async () => {
+  await using echo = startEcho();
+  const dir = await Deno.makeTempDir();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--record",
+    `${dir}/rec`,
+  ]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send(new Uint8Array([0x61, 0x27, 0x00, 0xff, 0x5c]));
+  await client.next();
+  client.ws.close();
+  await client.closed;
+  await proxy.waitFor(/Closed target/, 5000).catch(() => {});
+  const files = [...Deno.readDirSync(dir)].map((entry) => entry.name);
+  assert.deepEqual(files, ["rec.1"]);
+  const text = await within(
+    (async () => {
+      for (let attempt = 0; attempt < 50; attempt++) {
+        const content = await Deno.readTextFile(`${dir}/rec.1`);
+        if (content.endsWith("'EOF'];\n")) return content;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return await Deno.readTextFile(`${dir}/rec.1`);
+    })(),
+    8000,
+    "recording",
+  );
+  assert.match(
+    text,
+    /^var VNC_frame_data = \[\n'\}\d+\}a\\'\\x00\\xff\\\\',\n'\{\d+\{a\\'\\x00\\xff\\\\',\n'EOF'\];\n$/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("proxy --traffic prints the legend and traffic characters on stdout", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--traffic"]);
+  await proxy.waitFor(/Traffic Legend:/);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  client.ws.send(encoder.encode("abc"));
+  await client.next();
+  client.ws.close();
+  await client.closed;
+  await within(
+    (async () => {
+      while (!/\}.*\{|\{.*\}/.test(proxy.stdout())) await new Promise((r) => setTimeout(r, 50));
+    })(),
+    5000,
+    "traffic characters",
+  );
+  assert.match(proxy.stdout(), /[}{<>]/);
+});
+
+Deno.test("proxy memory stays bounded with a slow target (client paused)", async () => {
+  // The target reads nothing; the client pushes 200 MiB. Without backpressure the proxy would
+  // buffer it all.
+  let release: () => void = () => {};
+  const hold = new Promise<void>((resolve) => (release = resolve));
+  await using target = startTarget(async () => await hold);
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  await target.nextConnection();
+  const chunk = new Uint8Array(1024 * 1024);
+  const before = rssOf(proxy.pid);
+  let sent = 0;
+  const deadline = Date.now() + 6000;
+  while (sent < 200 && Date.now() < deadline) {
+    client.ws.send(chunk);
+    sent++;
+    while (client.ws.bufferedAmount > 8 * 1024 * 1024 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const grown = rssOf(proxy.pid) - before;
+  release();
+  client.ws.terminate();
+  assert.ok(client.ws.bufferedAmount > 0 || sent < 200, "the client should have been held back");
+  assert.ok(grown < 64 * 1024 * 1024, `proxy RSS grew by ${(grown / 1048576).toFixed(1)} MiB`);
+});
+
+Deno.test("proxy memory stays bounded with a slow client (target paused)", async () => {
+  // The target sends 200 MiB as fast as it can; the client never reads.
+  await using target = startTarget(async (conn) => {
+    const chunk = new Uint8Array(1024 * 1024);
+    const deadline = Date.now() + 6000;
+    for (let index = 0; index < 200 && Date.now() < deadline; index++) {
+      await within(conn.write(chunk), 6000, "target write").catch(() => {});
+    }
+  });
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  (client.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  const before = rssOf(proxy.pid);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const grown = rssOf(proxy.pid) - before;
+  client.ws.terminate();
+  assert.ok(grown < 64 * 1024 * 1024, `proxy RSS grew by ${(grown / 1048576).toFixed(1)} MiB`);
+});
