@@ -1,0 +1,148 @@
+/**
+ * Helpers for the web and auth tests: a real node:http server on 127.0.0.1:0, a raw-socket
+ * HTTP exchange (for request targets `fetch` would normalise), and a temporary web root.
+ *
+ * @module
+ */
+
+import * as http from "node:http";
+import type { Duplex } from "node:stream";
+
+/** A running test server. */
+export interface TestServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Starts a node:http server on 127.0.0.1:0 with the given request and upgrade handlers. */
+export async function startServer(
+  onRequest: (request: http.IncomingMessage, response: http.ServerResponse) => void,
+  onUpgrade?: (request: http.IncomingMessage, socket: Duplex, head: Uint8Array) => void,
+): Promise<TestServer> {
+  const server = http.createServer(onRequest);
+  if (onUpgrade !== undefined) server.on("upgrade", onUpgrade);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const address = server.address();
+  if (address === null || typeof address === "string") throw new Error("no TCP address");
+  return {
+    port: address.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * Sends `request` verbatim on a new TCP connection and returns everything the server sends until
+ * it closes the connection, or rejects after `timeoutMs`.
+ */
+export async function rawExchange(
+  port: number,
+  request: string | Uint8Array,
+  timeoutMs = 5000,
+): Promise<Uint8Array> {
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => connection.close(), timeoutMs);
+  const chunks: Uint8Array[] = [];
+  let timedOut = true;
+  try {
+    const bytes = typeof request === "string" ? new TextEncoder().encode(request) : request;
+    await connection.write(bytes);
+    const buffer = new Uint8Array(65536);
+    for (let reads = 0; reads < 10_000; reads++) {
+      const count = await connection.read(buffer);
+      if (count === null) {
+        timedOut = false;
+        break;
+      }
+      chunks.push(buffer.slice(0, count));
+    }
+  } catch (error) {
+    if (
+      !(error instanceof Deno.errors.BadResource) && !(error instanceof Deno.errors.Interrupted)
+    ) {
+      if (!(error instanceof Deno.errors.ConnectionReset)) throw error;
+      timedOut = false;
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      connection.close();
+    } catch {
+      // Already closed by the timer.
+    }
+  }
+  if (timedOut) throw new Error(`server did not close the connection within ${timeoutMs} ms`);
+  const total = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    total.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return total;
+}
+
+/** One parsed HTTP response. */
+export interface RawResponse {
+  readonly status: number;
+  readonly reason: string;
+  /** Header names lower-cased; repeated headers joined with ", ". */
+  readonly headers: Map<string, string>;
+  readonly body: string;
+}
+
+/**
+ * Parses consecutive HTTP/1.1 responses from `bytes`. Bodies are delimited by Content-Length
+ * (absent means none: for HEAD and 304, or for the last response, the rest of the bytes).
+ */
+export function parseResponses(bytes: Uint8Array, headRequest = false): RawResponse[] {
+  // One char per byte (not TextDecoder("latin1"), which is windows-1252), so that
+  // Content-Length counts line up; bodies are then decoded as UTF-8.
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  const responses: RawResponse[] = [];
+  let rest = text;
+  for (let count = 0; count < 100 && rest.length > 0; count++) {
+    const end = rest.indexOf("\r\n\r\n");
+    if (end < 0) throw new Error(`incomplete response head: ${JSON.stringify(rest)}`);
+    const [statusLine = "", ...lines] = rest.slice(0, end).split("\r\n");
+    const match = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(statusLine);
+    if (match === null) throw new Error(`bad status line: ${JSON.stringify(statusLine)}`);
+    const headers = new Map<string, string>();
+    for (const line of lines) {
+      const colon = line.indexOf(":");
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      headers.set(name, headers.has(name) ? `${headers.get(name)}, ${value}` : value);
+    }
+    const status = Number(match[1]);
+    const length = headers.get("content-length");
+    const bodyless = headRequest || status === 304 || status === 204;
+    const bodyLength = bodyless ? 0 : length === undefined ? rest.length - end - 4 : Number(length);
+    const bodyBytes = rest.slice(end + 4, end + 4 + bodyLength);
+    const body = new TextDecoder().decode(Uint8Array.from(bodyBytes, (char) => char.charCodeAt(0)));
+    responses.push({ status, reason: match[2] ?? "", headers, body });
+    rest = rest.slice(end + 4 + bodyLength);
+  }
+  return responses;
+}
+
+/** Sends one request with `Connection: close` and parses the single response. */
+export async function rawRequest(
+  port: number,
+  method: string,
+  target: string,
+  headers: Readonly<Record<string, string>> = {},
+): Promise<RawResponse> {
+  const lines = [`${method} ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close"];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  const bytes = await rawExchange(port, `${lines.join("\r\n")}\r\n\r\n`);
+  const responses = parseResponses(bytes, method === "HEAD");
+  if (responses.length !== 1) throw new Error(`expected 1 response, got ${responses.length}`);
+  return responses[0]!;
+}
