@@ -19,13 +19,14 @@
  */
 
 import type * as http from "node:http";
-import { readdir, realpath, stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
 import send from "send";
 import { getLogger } from "@logtape/logtape";
 import type { WebConfig } from "./config.ts";
 import { AuthError } from "./errors.ts";
-import { toAuthError, writeAuthError } from "./auth/mod.ts";
+import { toAuthError, writeAuthError } from "./auth/response.ts";
+import { escapeHtml, isServableSegment, writeListing } from "./web_listing.ts";
 
 /** Index files tried, in order, for a request that names a directory. */
 const INDEX_FILES: readonly string[] = ["index.html", "index.htm"];
@@ -194,14 +195,6 @@ function splitTarget(target: string): { path: string; query: string } | undefine
   return { path: rest.slice(0, queryAt), query: rest.slice(queryAt) };
 }
 
-/**
- * Whether one decoded path segment may name something to serve. Backslashes are refused outright
- * (they are path separators to Windows clients and tools), as are `.`, `..` and dotfiles.
- */
-function isServableSegment(segment: string): boolean {
-  return !segment.startsWith(".") && !segment.includes("\\") && !segment.includes("\0");
-}
-
 /** `realpath(path)` when it exists and lies inside `realRoot` (itself resolved), else undefined. */
 async function containedRealpath(realRoot: string, path: string): Promise<string | undefined> {
   const real = await realpathOrUndefined(path);
@@ -271,91 +264,4 @@ function writeErrorPage(
 function writeRedirect(response: http.ServerResponse, location: string): void {
   response.writeHead(301, "Moved Permanently", { Location: location, "Content-Length": "0" });
   response.end();
-}
-
-/** Writes the "Directory listing for /path/" page of Python's `SimpleHTTPRequestHandler`. */
-async function writeListing(
-  response: http.ServerResponse,
-  directory: string,
-  urlPath: string,
-): Promise<void> {
-  const entries = await readdir(directory, { withFileTypes: true });
-  // List only what a request could fetch: no dotfiles, no names with a backslash.
-  const names = entries.map((entry) => entry.name).filter((name) =>
-    name !== "" && isServableSegment(name)
-  );
-  names.sort(compareLowerCase);
-  const items: string[] = [];
-  for (const name of names) {
-    const entry = entries.find((candidate) => candidate.name === name);
-    let display = name;
-    let link = name;
-    // As Python: "/" when the name (followed) is a directory, "@" shown for a symlink.
-    if (await isDirectory(join(directory, name))) {
-      display = `${name}/`;
-      link = `${name}/`;
-    }
-    if (entry?.isSymbolicLink()) display = `${name}@`;
-    items.push(`<li><a href="${quotePath(link)}">${escapeHtml(display)}</a></li>`);
-  }
-  const title = `Directory listing for ${escapeHtml(urlPath)}`;
-  const body = [
-    "<!DOCTYPE HTML>",
-    '<html lang="en">',
-    "<head>",
-    '<meta charset="utf-8">',
-    `<title>${title}</title>`,
-    "</head>",
-    "<body>",
-    `<h1>${title}</h1>`,
-    "<hr>",
-    "<ul>",
-    ...items,
-    "</ul>",
-    "<hr>",
-    "</body>",
-    "</html>",
-    "",
-  ].join("\n");
-  const bytes = new TextEncoder().encode(body);
-  response.writeHead(200, {
-    "Content-Type": "text/html; charset=utf-8",
-    "Content-Length": String(bytes.byteLength),
-  });
-  response.end(bytes);
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** Percent-encodes like Python's `urllib.parse.quote(name)`: only `A-Za-z0-9_.-~/` stay. */
-export function quotePath(name: string): string {
-  return encodeURIComponent(name)
-    .replace(/%2F/g, "/")
-    .replace(/[!'()*]/g, (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-/** Escapes `& < > " '` for HTML text and attribute values, as Python's `html.escape()`. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (char) => HTML_ENTITIES[char] ?? char);
-}
-
-const HTML_ENTITIES: Readonly<Record<string, string>> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#x27;",
-};
-
-/** Orders names as Python's `list.sort(key=str.lower)`: by code unit of the lower-cased name. */
-function compareLowerCase(a: string, b: string): number {
-  const left = a.toLowerCase();
-  const right = b.toLowerCase();
-  return left < right ? -1 : left > right ? 1 : 0;
 }

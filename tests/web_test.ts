@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type * as http from "node:http";
-import { createWebHandler, escapeHtml, quotePath, type WebHandlerOptions } from "../src/web.ts";
+import { createWebHandler, type WebHandlerOptions } from "../src/web.ts";
+import { escapeHtml, quotePath } from "../src/web_listing.ts";
 import type { WebConfig } from "../src/config.ts";
 import { AuthError } from "../src/errors.ts";
 import {
