@@ -22,11 +22,13 @@ import type * as http from "node:http";
 import { realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
 import send from "send";
-import { getLogger } from "@logtape/logtape";
 import type { WebConfig } from "./config.ts";
-import { AuthError } from "./errors.ts";
+import { errorMessage } from "./errors.ts";
 import { toAuthError, writeAuthError } from "./auth/response.ts";
-import { escapeHtml, isServableSegment, writeListing } from "./web_listing.ts";
+import { errorPage } from "./http_response.ts";
+import { getLog } from "./log.ts";
+import type { RequestInfo } from "./types.ts";
+import { isServableSegment, writeListing } from "./web_listing.ts";
 
 /** Index files tried, in order, for a request that names a directory. */
 const INDEX_FILES: readonly string[] = ["index.html", "index.htm"];
@@ -47,17 +49,18 @@ export interface WebHandlerOptions {
    * Runs before a file request is served (`--web-auth`). Rejecting with an `AuthError` answers
    * with that error's status; any other rejection is a 500. Absent: no check.
    */
-  readonly authorize?: (request: http.IncomingMessage) => Promise<void>;
+  readonly authorize?: (request: RequestInfo) => Promise<void>;
 }
 
 /**
- * Handles one plain HTTP request (not an upgrade). Resolves once the response has been handed to
- * node (not necessarily flushed); never rejects. `peer` is used in log lines only.
+ * Handles one plain HTTP request (not an upgrade). `info` is the plugin view of the request
+ * (`requestInfo()` in `src/http.ts`): given to `authorize`, and its peer is used in log lines.
+ * Resolves once the response has been handed to node (not necessarily flushed); never rejects.
  */
 export type WebHandler = (
   request: http.IncomingMessage,
   response: http.ServerResponse,
-  peer: string,
+  info: RequestInfo,
 ) => Promise<void>;
 
 /**
@@ -71,14 +74,18 @@ export type WebHandler = (
  * @example
  * ```ts
  * const handle = createWebHandler({ root: "/srv/novnc", fileOnly: false, auth: false });
- * server.on("request", (req, res) => handle(req, res, `${req.socket.remoteAddress}`));
+ * server.on("request", (req, res) => handle(req, res, requestInfo(req)));
  * ```
  */
 export function createWebHandler(config: WebConfig, options: WebHandlerOptions = {}): WebHandler {
-  const logger = getLogger(["websockify", "web"]);
-  return async (request, response, peer) => {
+  const baseLog = getLog("web");
+  return async (request, response, info) => {
+    const log = baseLog.child({ peer: info.peer });
+    response.setHeader("Server", "WebSockify Deno");
     response.once("finish", () => {
-      logger.info`${peer}: "${request.method} ${request.url}" ${response.statusCode}`;
+      // Python's log_request(): "GET /path HTTP/1.1" 200 -
+      const line = `${request.method} ${request.url} HTTP/${request.httpVersion}`;
+      log.info(`"${line}" ${response.statusCode} -`);
     });
     try {
       const method = request.method ?? "";
@@ -88,15 +95,15 @@ export function createWebHandler(config: WebConfig, options: WebHandlerOptions =
       }
       if (options.authorize !== undefined) {
         try {
-          await options.authorize(request);
+          await options.authorize(info);
         } catch (error) {
-          writeAuthError(response, error instanceof AuthError ? error : toAuthError(error), peer);
+          writeAuthError(response, toAuthError(error), info.peer);
           return;
         }
       }
       await serve(config.root, config.fileOnly, request, response);
     } catch (error) {
-      logger.error`${peer}: serving ${request.url} failed: ${error}`;
+      log.error(`Serving '${request.url}' failed: ${errorMessage(error)}`);
       if (response.headersSent) response.destroy();
       else writeErrorPage(response, 500);
     }
@@ -237,22 +244,7 @@ function writeErrorPage(
   headers: Readonly<Record<string, string>> = {},
 ): void {
   const reason = REASONS[status] ?? "Error";
-  const body = [
-    "<!DOCTYPE HTML>",
-    '<html lang="en">',
-    "<head>",
-    '<meta charset="utf-8">',
-    "<title>Error response</title>",
-    "</head>",
-    "<body>",
-    "<h1>Error response</h1>",
-    `<p>Error code: ${status}</p>`,
-    `<p>Message: ${escapeHtml(reason)}.</p>`,
-    "</body>",
-    "</html>",
-    "",
-  ].join("\n");
-  const bytes = new TextEncoder().encode(body);
+  const bytes = new TextEncoder().encode(errorPage(status, reason));
   response.writeHead(status, reason, {
     "Content-Type": "text/html;charset=utf-8",
     "Content-Length": String(bytes.byteLength),

@@ -1,7 +1,7 @@
 /**
  * Pieces of the `--web` file server that are pure HTML and naming: the directory listing page of
  * Python's `SimpleHTTPRequestHandler` ("Directory listing for /path/"), Python-compatible
- * percent-encoding and HTML escaping, and the rule which names may be served at all.
+ * percent-encoding, and the rule which names may be served at all.
  *
  * @module
  */
@@ -9,6 +9,7 @@
 import type * as http from "node:http";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { escapeHtml } from "./http_response.ts";
 
 /**
  * Whether one decoded path segment may name something to serve. Backslashes are refused outright
@@ -84,19 +85,6 @@ export function quotePath(name: string): string {
     .replace(/%2F/g, "/")
     .replace(/[!'()*]/g, (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`);
 }
-
-/** Escapes `& < > " '` for HTML text and attribute values, as Python's `html.escape()`. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (char) => HTML_ENTITIES[char] ?? char);
-}
-
-const HTML_ENTITIES: Readonly<Record<string, string>> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#x27;",
-};
 
 /** Orders names as Python's `list.sort(key=str.lower)`: by code unit of the lower-cased name. */
 function compareLowerCase(a: string, b: string): number {

@@ -118,7 +118,7 @@ Deno.test("expectOrigin() allows listed origins and answers others with 403 Inva
     const error = await denial(plugin, request({ Origin: origin }));
     assert.equal(error.status, 403);
     assert.equal(error.message, "Invalid Origin");
-    assert.ok(error.logDetail?.includes(JSON.stringify(origin)), error.logDetail);
+    assert.ok(error.logDetail?.includes(JSON.stringify(origin)), String(error.logDetail));
   }
   const missing = await denial(plugin, request());
   assert.equal(missing.status, 403);
@@ -274,10 +274,11 @@ Deno.test("writeAuthError() answers an upgrade socket with a complete response a
     assert.ok(text.startsWith("HTTP/1.1 401 Unauthorized\r\n"), text);
     const [response] = parseResponses(bytes);
     assert.ok(response !== undefined);
-    assert.equal(response.headers.get("content-type"), "text/plain; charset=utf-8");
+    assert.equal(response.headers.get("content-type"), "text/html;charset=utf-8");
     assert.equal(response.headers.get("connection"), "close");
     assert.equal(response.headers.get("www-authenticate"), 'Basic realm="Websockify"');
-    assert.equal(response.body, "401 Unauthorized\n");
+    assert.match(response.body, /<p>Error code: 401<\/p>/);
+    assert.match(response.body, /<p>Message: Unauthorized.<\/p>/);
     assert.equal(Number(response.headers.get("content-length")), response.body.length);
     assert.equal(parseResponses(bytes).length, 1);
   } finally {
@@ -290,7 +291,9 @@ Deno.test("writeAuthError() answers a ServerResponse and strips control characte
     status: 403,
     headers: { "X-Reason": "a\r\nX-Other: 2", "Bad Name": "x" },
   });
-  const server = await startServer((_request, response) => writeAuthError(response, error));
+  const server = await startServer((_request, response) =>
+    writeAuthError(response, error, "127.0.0.1:2")
+  );
   try {
     const response = await rawRequest(server.port, "GET", "/");
     assert.equal(response.status, 403);
@@ -299,13 +302,17 @@ Deno.test("writeAuthError() answers a ServerResponse and strips control characte
     assert.equal(response.headers.get("x-other"), undefined);
     assert.equal(response.headers.get("x-reason"), "aX-Other: 2");
     assert.equal(response.headers.get("connection"), "close");
-    assert.equal(response.body, "403 BadX-Injected: 1\n");
+    assert.match(response.body, /Message: BadX-Injected: 1\./);
+    assert.equal(
+      Number(response.headers.get("content-length")),
+      new TextEncoder().encode(response.body).length,
+    );
     // keep-alive requests are closed too: the connection ends after one response.
     const keepAlive = "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert.equal(parseResponses(await rawExchange(server.port, keepAlive)).length, 1);
     // An empty reason phrase falls back to the standard one.
     const plain = await startServer((_request, res) =>
-      writeAuthError(res, new AuthError("", { status: 401 }))
+      writeAuthError(res, new AuthError("", { status: 401 }), "127.0.0.1:3")
     );
     try {
       assert.equal((await rawRequest(plain.port, "GET", "/")).reason, "Unauthorized");

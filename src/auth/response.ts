@@ -1,7 +1,7 @@
 /**
  * The one place an {@link AuthError} becomes bytes on the wire: a complete HTTP/1.1 response
  * (status line, `Content-Type`, `Content-Length`, `Connection: close`, the error's extra headers,
- * a short text body), written either to a node `ServerResponse` (file requests) or to the raw
+ * the HTML error page), written either to a node `ServerResponse` (file requests) or to the raw
  * socket of node's `'upgrade'` event (WebSocket requests), then the connection is closed.
  *
  * Upstream answers upgrade denials with no body and no `Content-Length`, so clients cannot tell a
@@ -12,38 +12,38 @@
 
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
-import { getLogger } from "@logtape/logtape";
 import { AuthError, errorMessage } from "../errors.ts";
+import { errorPage, errorResponse } from "../http_response.ts";
+import { getLog } from "../log.ts";
 
 /** How long a denied upgrade socket may linger after the answer before it is destroyed (ms). */
 const LINGER_MS = 2000;
 
 /**
  * Answers `error` on `target` and closes the connection; logs the denial (with `logDetail`, which
- * is never sent) against `peer`. Reason phrase and header values are stripped of control
- * characters, so a plugin cannot split the response. Safe to call on a destroyed socket.
+ * is never sent) against `peer`. The response is the same HTML error page as every other error
+ * (`errorResponse()` in `src/http_response.ts`) with `Connection: close` and `Content-Length`.
+ * Reason phrase and header values are stripped of control characters and header names are
+ * checked, so a plugin cannot split the response. Safe to call on a destroyed socket.
  */
 export function writeAuthError(
   target: http.ServerResponse | Duplex,
   error: AuthError,
-  peer = "-",
+  peer: string,
 ): void {
   const reason = printable(error.message) || http.STATUS_CODES[error.status] || "Error";
   const detail = error.logDetail === undefined ? "" : `: ${error.logDetail}`;
-  getLogger(["websockify", "auth"]).warn`${peer}: ${error.status} ${reason}${detail}`;
-  const body = new TextEncoder().encode(`${error.status} ${reason}\n`);
-  const headers: Record<string, string> = {
-    "Content-Type": "text/plain; charset=utf-8",
-    "Content-Length": String(body.byteLength),
-    Connection: "close",
-  };
+  getLog("auth").child({ peer }).info(
+    `Authentication failed: ${error.status} ${reason}${detail}`,
+  );
+  const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(error.headers)) {
     if (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) headers[name] = printable(value);
   }
   if (target instanceof http.ServerResponse) {
-    writeToResponse(target, error.status, reason, headers, body);
+    writeToResponse(target, error.status, reason, headers);
   } else {
-    writeToSocket(target, error.status, reason, headers, body);
+    writeToSocket(target, errorResponse(error.status, reason, headers));
   }
 }
 
@@ -64,39 +64,35 @@ function writeToResponse(
   status: number,
   reason: string,
   headers: Record<string, string>,
-  body: Uint8Array,
 ): void {
   if (response.headersSent || response.destroyed) {
     response.destroy();
     return;
   }
+  const body = new TextEncoder().encode(errorPage(status, reason));
   response.shouldKeepAlive = false;
-  response.writeHead(status, reason, headers);
+  response.writeHead(status, reason, {
+    "Server": "WebSockify Deno",
+    "Connection": "close",
+    "Content-Type": "text/html;charset=utf-8",
+    "Content-Length": String(body.byteLength),
+    ...headers,
+  });
   response.end(body);
 }
 
-function writeToSocket(
-  socket: Duplex,
-  status: number,
-  reason: string,
-  headers: Record<string, string>,
-  body: Uint8Array,
-): void {
+function writeToSocket(socket: Duplex, response: string): void {
   if (socket.destroyed || !socket.writable) {
     socket.destroy();
     return;
   }
-  const head = [`HTTP/1.1 ${status} ${reason}`];
-  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
-  const bytes = new TextEncoder().encode(`${head.join("\r\n")}\r\n\r\n`);
   // Half-close after the answer and keep reading, so unread request bytes do not turn our FIN
   // into a RST that could discard the answer; destroy if the client never closes its side.
   const timer = setTimeout(() => socket.destroy(), LINGER_MS);
   socket.once("close", () => clearTimeout(timer));
   socket.on("error", () => socket.destroy());
   socket.resume();
-  socket.write(bytes);
-  socket.end(body);
+  socket.end(response);
 }
 
 /** Drops control characters (CR, LF, NUL, DEL, ...) so a value fits on one header line. */
