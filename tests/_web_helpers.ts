@@ -146,3 +146,167 @@ export async function rawRequest(
   if (responses.length !== 1) throw new Error(`expected 1 response, got ${responses.length}`);
   return responses[0]!;
 }
+
+/** A spawned `main.ts` process. */
+export interface Proxy {
+  /** The port it listens on. */
+  readonly port: number;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Sends SIGTERM and waits (bounded) for the exit; returns the exit code. */
+  stop(): Promise<number>;
+}
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/**
+ * Runs `main.ts` with `args` (listen address `127.0.0.1:0` is prepended) and waits for its
+ * "Listen on" banner line; rejects with the collected stderr if it exits or takes over 20 s.
+ */
+export async function spawnProxy(args: readonly string[], cwd?: string): Promise<Proxy> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--unstable-net", MAIN, "127.0.0.1:0", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    ...(cwd === undefined ? {} : { cwd }),
+  }).spawn();
+  let text = "";
+  let resolveListening: (port: number) => void = () => {};
+  const listening = new Promise<number>((resolve) => (resolveListening = resolve));
+  const pump = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stderr) {
+      text += decoder.decode(chunk, { stream: true });
+      const match = /Listen on 127\.0\.0\.1:(\d+)/.exec(text);
+      if (match) resolveListening(Number(match[1]));
+    }
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    listening,
+    child.status.then((status) => `exited with code ${status.code}`),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve("timed out"), 20_000))),
+  ]);
+  clearTimeout(timer);
+  const stop = async (): Promise<number> => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    let killTimer: ReturnType<typeof setTimeout> | undefined;
+    const status = await Promise.race([
+      child.status,
+      new Promise<Deno.CommandStatus>((resolve) => {
+        killTimer = setTimeout(() => {
+          child.kill("SIGKILL");
+          resolve(child.status);
+        }, 10_000);
+      }),
+    ]);
+    clearTimeout(killTimer);
+    await pump;
+    return status.code;
+  };
+  if (typeof outcome === "string") {
+    await stop();
+    throw new Error(`main.ts ${outcome} before listening; stderr:\n${text}`);
+  }
+  return { port: outcome, stderr: () => text, stop };
+}
+
+/** Runs `main.ts` with `args` expecting it to fail at start-up; returns exit code and stderr. */
+export async function runProxyToFailure(
+  args: readonly string[],
+  cwd?: string,
+): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--unstable-net", MAIN, "127.0.0.1:0", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    ...(cwd === undefined ? {} : { cwd }),
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const output = await child.output();
+  clearTimeout(timer);
+  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+}
+
+/**
+ * Sends a WebSocket upgrade request for `path` with extra `headers` and returns the response head
+ * (status and headers). A 101 connection is closed right after its head; any other answer is read
+ * to the end, so `body` is complete. Rejects after `timeoutMs`.
+ */
+export async function upgradeRequest(
+  port: number,
+  headers: Readonly<Record<string, string>> = {},
+  path = "/websockify",
+  timeoutMs = 5000,
+): Promise<RawResponse> {
+  const lines = [
+    `GET ${path} HTTP/1.1`,
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+  ];
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => connection.close(), timeoutMs);
+  let text = "";
+  try {
+    await connection.write(new TextEncoder().encode(`${lines.join("\r\n")}\r\n\r\n`));
+    const buffer = new Uint8Array(65536);
+    for (let reads = 0; reads < 10_000; reads++) {
+      const count = await connection.read(buffer);
+      if (count === null) break;
+      for (const byte of buffer.subarray(0, count)) text += String.fromCharCode(byte);
+      if (text.startsWith("HTTP/1.1 101 ") && text.includes("\r\n\r\n")) break;
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BadResource)) throw error;
+    throw new Error(`no complete answer to the upgrade within ${timeoutMs} ms: ${text}`);
+  } finally {
+    clearTimeout(timer);
+    try {
+      connection.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+  const bytes = Uint8Array.from(text, (char) => char.charCodeAt(0));
+  const [response] = parseResponses(bytes, text.startsWith("HTTP/1.1 101 "));
+  if (response === undefined) throw new Error("no response to the upgrade");
+  return response;
+}
+
+/** A TCP echo server on 127.0.0.1:0, the proxy's target. */
+export function startEchoServer(): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections = new Set<Deno.Conn>();
+  const loop = (async () => {
+    for await (const connection of listener) {
+      connections.add(connection);
+      void connection.readable.pipeTo(connection.writable).catch(() => {}).finally(() =>
+        connections.delete(connection)
+      );
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close: async () => {
+      listener.close();
+      for (const connection of connections) {
+        try {
+          connection.close();
+        } catch {
+          // Already closed by pipeTo.
+        }
+      }
+      await loop;
+    },
+  };
+}
