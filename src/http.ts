@@ -13,6 +13,7 @@ import type { Socket } from "node:net";
 import { type WebSocket, WebSocketServer } from "ws";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
 import { writeAuthError } from "./auth/response.ts";
+import { clientIdentityOf } from "./client_identity.ts";
 import { checkUpgrade } from "./handshake.ts";
 import { errorResponse } from "./http_response.ts";
 import { connectionInfo } from "./listener.ts";
@@ -182,12 +183,14 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
     }
   }
   const info = connectionInfo(req.socket);
+  const clientIdentity = clientIdentityOf(req.socket);
   return {
     method: req.method ?? "GET",
     path: req.url ?? "/",
     headers,
     peer: info?.peer ?? "unknown",
     secure: info?.secure ?? false,
+    ...(clientIdentity === undefined ? {} : { clientIdentity }),
   };
 }
 
