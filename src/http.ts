@@ -12,6 +12,8 @@ import type { Socket } from "node:net";
 // @ts-types="npm:@types/ws@8.18.2"
 import { type WebSocket, WebSocketServer } from "ws";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
+import { writeAuthError } from "./auth/response.ts";
+import { clientIdentityOf } from "./client_identity.ts";
 import { checkUpgrade } from "./handshake.ts";
 import { errorResponse } from "./http_response.ts";
 import { connectionInfo } from "./listener.ts";
@@ -114,6 +116,7 @@ async function handleUpgrade(
   try {
     admitted = await handlers.admit(request);
   } catch (error) {
+    if (error instanceof AuthError) return writeAuthError(socket, error, request.peer);
     return reject(socket, log, error);
   }
   if (socket.destroyed) return;
@@ -180,12 +183,14 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
     }
   }
   const info = connectionInfo(req.socket);
+  const clientIdentity = clientIdentityOf(req.socket);
   return {
     method: req.method ?? "GET",
     path: req.url ?? "/",
     headers,
     peer: info?.peer ?? "unknown",
     secure: info?.secure ?? false,
+    ...(clientIdentity === undefined ? {} : { clientIdentity }),
   };
 }
 

@@ -9,9 +9,9 @@
 import type { Socket } from "node:net";
 // @ts-types="npm:@types/ws@8.18.2"
 import type { WebSocket } from "ws";
-import { normaliseOrigin } from "./cli.ts";
 import type { Config } from "./config.ts";
-import { AuthError, errorMessage, HttpError } from "./errors.ts";
+import { checkOrigin } from "./auth/origin.ts";
+import { errorMessage, HttpError } from "./errors.ts";
 import { createHttpServer } from "./http.ts";
 import { connectionInfo, Listener } from "./listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./log.ts";
@@ -19,6 +19,7 @@ import type { PumpHandle } from "./pump.ts";
 import { runSession } from "./session.ts";
 import { describeTarget } from "./target.ts";
 import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
+import { createWebHandler } from "./web.ts";
 
 /** A running proxy. */
 export interface RunningServer {
@@ -52,7 +53,13 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
   const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
   let sessionCount = 0;
 
+  const auth = parts.auth;
+  const web = config.web.root === undefined ? undefined : createWebHandler(
+    config.web,
+    config.web.auth && auth ? { authorize: (request) => auth.authenticate(request) } : {},
+  );
   const http = createHttpServer({
+    ...(web ? { onRequest: web } : {}),
     maxMessageSize: config.limits.maxMessageSize,
     log,
     admit: (request) => admit(config, parts, request),
@@ -178,17 +185,6 @@ async function admit(config: Config, parts: ServerParts, request: RequestInfo): 
   }
   await parts.auth?.authenticate(request, target);
   return target;
-}
-
-/** `--origin`: refuses a request whose normalised Origin is not listed. */
-export function checkOrigin(allowed: readonly string[], request: RequestInfo): void {
-  const origin = request.headers.get("origin");
-  const normalised = origin === null ? undefined : normaliseOrigin(origin);
-  if (normalised !== undefined && allowed.includes(normalised)) return;
-  throw new AuthError("Invalid Origin", {
-    status: 403,
-    logDetail: `expected one of ${allowed.join(", ")}, got '${origin ?? "None"}'`,
-  });
 }
 
 function printBanner(log: Log, config: Config, address: string, parts: ServerParts): void {
