@@ -174,7 +174,10 @@ export class ChildProcess implements AsyncDisposable {
     }
   }
 
-  /** Sends SIGTERM, escalates to SIGKILL after `graceMs`, and waits for exit and output. */
+  /**
+   * Sends SIGTERM, escalates to SIGKILL after `graceMs`, and waits for the exit and (at most
+   * `graceMs` more) for the end of the output.
+   */
   async stop(graceMs = 3_000): Promise<Deno.CommandStatus> {
     if (!this.#exited) {
       try {
@@ -190,7 +193,8 @@ export class ChildProcess implements AsyncDisposable {
       } catch { /* already gone */ }
       status = await this.status;
     }
-    await Promise.all(this.#readers);
+    // A grandchild that inherited the pipes could keep them open: do not wait for it forever.
+    await withTimeout(Promise.all(this.#readers), graceMs, "output pipes to close").catch(() => {});
     return status;
   }
 
@@ -236,10 +240,20 @@ export interface XvncOptions {
 
 /**
  * Starts TigerVNC `Xvnc` without VNC authentication on a free X display (chosen by Xvnc itself
- * through `-displayfd`) and a free RFB port on 127.0.0.1; resolves once the port accepts.
+ * through `-displayfd`) and a free RFB port on 127.0.0.1; resolves once the port accepts. The
+ * port is picked before Xvnc binds it, so a port taken in between is retried (3 attempts).
  */
 export async function startXvnc(options: XvncOptions = {}): Promise<VncServer> {
-  const port = pickFreePort();
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startXvncOnce(options, pickFreePort());
+    } catch (error) {
+      if (attempt >= 3 || !/Address already in use/.test(String(error))) throw error;
+    }
+  }
+}
+
+async function startXvncOnce(options: XvncOptions, port: number): Promise<VncServer> {
   const process = new ChildProcess("Xvnc", [
     "-displayfd",
     "1",
@@ -291,6 +305,15 @@ export async function run(
     );
   }
   return process.output;
+}
+
+/** Starts the X client `command` on X `display`; dispose the result to stop it. */
+export function startXClient(
+  display: string,
+  command: string,
+  args: readonly string[],
+): ChildProcess {
+  return new ChildProcess(command, ["-display", display, ...args]);
 }
 
 /** Fills the root window of X `display` with `colour` (any X colour spec, e.g. `#ff8000`). */

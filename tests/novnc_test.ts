@@ -7,18 +7,23 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import {
+  DENO_WEBSOCKIFY,
   launchChromium,
   NOVNC_ROOT,
   PYTHON_WEBSOCKIFY,
   setRootColour,
   startEchoServer,
   startProxy,
+  startXClient,
   startXvnc,
   withTimeout,
 } from "./_novnc_helpers.ts";
 
-/** The proxy under test. */
-const PROXY = PYTHON_WEBSOCKIFY;
+/**
+ * The proxy under test: ours (main.ts), or with `NOVNC_TEST_PROXY=python` Debian's Python
+ * websockify 0.10, to check that the tests hold for the reference too.
+ */
+const PROXY = Deno.env.get("NOVNC_TEST_PROXY") === "python" ? PYTHON_WEBSOCKIFY : DENO_WEBSOCKIFY;
 
 const ECHO_ROOT = new URL("./testdata/novnc/", import.meta.url).pathname;
 const PAGE_TIMEOUT_MS = 15_000;
@@ -27,9 +32,10 @@ const TEST_TIMEOUT_MS = 60_000;
 type Rgb = readonly [number, number, number];
 const ORANGE: Rgb = [0xff, 0x80, 0x00];
 const BLUE: Rgb = [0x00, 0x40, 0xc0];
+const GREEN: Rgb = [0x00, 0xc0, 0x40];
 
-function hex([red, green, blue]: Rgb): string {
-  return "#" + [red, green, blue].map((value) => value.toString(16).padStart(2, "0")).join("");
+function hex(rgb: readonly number[]): string {
+  return "#" + rgb.map((value) => value.toString(16).padStart(2, "0")).join("");
 }
 
 /** The part of a DOM canvas the pixel read-back uses (the tests are checked without the DOM lib). */
@@ -42,7 +48,7 @@ interface CanvasLike {
 }
 
 /** Reads the RGB of the given points of the noVNC canvas. */
-function readCanvas(page: Page, points: readonly [number, number][]) {
+function readCanvas(page: Page, points: readonly (readonly [number, number])[]) {
   return page.locator("#noVNC_container canvas").evaluate((element, points) => {
     const canvas = element as unknown as CanvasLike;
     const context = canvas.getContext("2d");
@@ -55,22 +61,45 @@ function readCanvas(page: Page, points: readonly [number, number][]) {
   }, points);
 }
 
-/** Polls the canvas until every point shows `colour`; throws with the last reading after 10 s. */
-async function waitForCanvasColour(page: Page, colour: Rgb, points: [number, number][]) {
+/** Points of the 800x600 desktop and the colour each must show. */
+type Expected = readonly { point: readonly [number, number]; colour: Rgb }[];
+
+/** Polls the canvas until every point shows its colour; throws with the last reading after 10 s. */
+async function waitForCanvas(page: Page, expected: Expected) {
+  const points = expected.map(({ point }) => point);
+  const deadline = Date.now() + 10_000;
   let last: Awaited<ReturnType<typeof readCanvas>> = null;
-  for (let attempt = 0; attempt < 100; attempt++) {
+  for (let attempt = 0; attempt < 200 && Date.now() < deadline; attempt++) {
     last = await readCanvas(page, points);
-    if (last?.pixels.every((pixel) => pixel.every((value, index) => value === colour[index]))) {
-      return last;
+    const shown = last?.pixels;
+    if (
+      shown?.every((pixel, index) => hex(pixel) === hex(expected[index]!.colour))
+    ) {
+      return last!;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new Error(`Canvas never showed ${hex(colour)}: last reading ${JSON.stringify(last)}`);
+  const wanted = expected.map(({ point, colour }) => `${point} ${hex(colour)}`).join(", ");
+  throw new Error(`Canvas never showed ${wanted}: last reading ${JSON.stringify(last)}`);
 }
 
-/** Runs `body` and fails (after cleanup has been attempted) if it takes longer than the bound. */
+/**
+ * Fails the test when `body` takes longer than the bound. Every wait inside has its own shorter
+ * timeout, so this is only a backstop against a hang nobody foresaw.
+ */
 function bounded(body: () => Promise<void>): () => Promise<void> {
   return () => withTimeout(body(), TEST_TIMEOUT_MS, "the test body");
+}
+
+/** Points outside and inside the xlogo window at 200x100+100+50 (interior 101..300, 51..150). */
+const OUTSIDE = [[0, 0], [799, 0], [0, 599], [799, 599], [400, 300], [95, 100], [
+  310,
+  100,
+]] as const;
+const INSIDE = [[110, 60], [200, 100], [290, 140]] as const;
+
+function expect(points: readonly (readonly [number, number])[], colour: Rgb): Expected {
+  return points.map((point) => ({ point, colour }));
 }
 
 Deno.test(
@@ -101,13 +130,23 @@ Deno.test(
     const status = await page.textContent("#noVNC_status");
     assert.equal(status, "Connected (unencrypted) to websockify-e2e");
 
-    const points: [number, number][] = [[0, 0], [799, 0], [0, 599], [799, 599], [400, 300]];
-    const first = await waitForCanvasColour(page, ORANGE, points);
+    // The root window first: the whole 800x600 desktop is orange.
+    const first = await waitForCanvas(page, expect([...OUTSIDE, ...INSIDE], ORANGE));
     assert.deepEqual([first.width, first.height], [800, 600]);
 
-    // A change on the server must reach the canvas: the session is live, not a first frame.
+    // Then a window drawn by an X client, and a new root colour: the session is live and the
+    // pixels land where the server put them.
+    await using _window = startXClient(vnc.display, "xlogo", [
+      "-geometry",
+      "200x100+100+50",
+      "-bg",
+      hex(GREEN),
+      "-fg",
+      hex(GREEN),
+    ]);
+    await waitForCanvas(page, [...expect(OUTSIDE, ORANGE), ...expect(INSIDE, GREEN)]);
     await setRootColour(vnc.display, hex(BLUE));
-    await waitForCanvasColour(page, BLUE, points);
+    await waitForCanvas(page, [...expect(OUTSIDE, BLUE), ...expect(INSIDE, GREEN)]);
 
     const directory = await Deno.makeTempDir({ prefix: "novnc_test_" });
     const screenshot = join(directory, "novnc.png");
