@@ -84,6 +84,14 @@ export interface StartProcessOptions {
   cwd?: string;
 }
 
+/** Options for {@linkcode ChildProcess.waitForOutput}. */
+export interface WaitForOutputOptions {
+  /** How long to wait. @default WAIT_MS */
+  timeoutMs?: number;
+  /** Match stdout alone instead of stdout and stderr together. @default false */
+  stdoutOnly?: boolean;
+}
+
 /**
  * A child process whose stdout and stderr are collected (each capped at 1 MiB) and can be
  * waited on line by line. Disposing it sends SIGTERM, then SIGKILL after 3 s, and awaits exit.
@@ -137,17 +145,17 @@ export class ChildProcess implements AsyncDisposable {
   }
 
   /**
-   * Resolves with the first match of `pattern` in the output (in stdout alone when
-   * `stdoutOnly`). Throws when the process exits first or after `timeoutMs`; the error carries
-   * the output so far.
+   * Resolves with the first match of `pattern` in the output (in stdout alone with
+   * `stdoutOnly`). Throws when the process exits first or after `timeoutMs` (default
+   * {@linkcode WAIT_MS}); the error carries the output so far.
    */
   async waitForOutput(
     pattern: RegExp,
-    timeoutMs = WAIT_MS,
-    stdoutOnly = false,
+    { timeoutMs = WAIT_MS, stdoutOnly = false }: WaitForOutputOptions = {},
   ): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
-    while (true) {
+    // One round per chunk of output, so the count bound is only a backstop to the deadline.
+    for (let round = 0; round < 100_000; round++) {
       const match = (stdoutOnly ? this.#stdout : this.#output).match(pattern);
       if (match) return match;
       if (this.#exited) {
@@ -172,6 +180,7 @@ export class ChildProcess implements AsyncDisposable {
         this.#waiters.add(done);
       });
     }
+    throw new Error(`'${this.commandLine}' wrote too many chunks while waiting for ${pattern}`);
   }
 
   /**
@@ -275,7 +284,7 @@ async function startXvncOnce(options: XvncOptions, port: number): Promise<VncSer
   ]);
   try {
     // With -displayfd the display number is the first line on stdout.
-    const match = await process.waitForOutput(/^(\d+)\n/, WAIT_MS, true);
+    const match = await process.waitForOutput(/^(\d+)\n/, { stdoutOnly: true });
     await waitForPort(port);
     const display = `:${match[1]}`;
     return { display, port, process, [Symbol.asyncDispose]: () => process[Symbol.asyncDispose]() };
@@ -421,7 +430,9 @@ export async function startProxy(proxy: ProxyCommand, spec: ProxySpec): Promise<
   const { command, args } = proxy.build(spec, requested);
   const process = new ChildProcess(command, args, { env: { PYTHONUNBUFFERED: "1" } });
   try {
-    const match = await process.waitForOutput(/Listen on 127\.0\.0\.1:(\d+)/, 30_000);
+    const match = await process.waitForOutput(/Listen on 127\.0\.0\.1:(\d+)/, {
+      timeoutMs: 30_000,
+    });
     const port = Number(match[1]);
     if (!(port > 0)) throw new Error(`'${proxy.name}' reported port '${match[1]}'`);
     await waitForPort(port);

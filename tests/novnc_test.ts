@@ -1,7 +1,11 @@
 // Real-browser end-to-end tests: headless Debian Chromium (driven by playwright-core) loads
 // noVNC from the proxy's --web root and shows a TigerVNC desktop, and a small page served by
 // the proxy echoes through it to a TCP echo server with basic auth and an origin check.
-// Needs the Debian packages in .ci/apt/novnc.txt.
+//
+// Needs the Debian packages in .ci/apt/novnc.txt. Run alone with
+//   deno test --allow-all --unstable-net tests/novnc_test.ts
+// and against the Python reference with NOVNC_TEST_PROXY=python. The noVNC test prints the path
+// of a screenshot (kept in a temporary directory for inspection).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
