@@ -66,9 +66,15 @@ export interface RedisServer extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
-/** Starts `redis-server` on a free loopback port with a password and no persistence. */
-export async function startRedis(password = "s3cret: pass"): Promise<RedisServer> {
-  const port = await freePort();
+/**
+ * Starts `redis-server` on 127.0.0.1 (a free port unless `options.port` is given) with a
+ * password and no persistence.
+ */
+export async function startRedis(
+  options: { password?: string; port?: number } = {},
+): Promise<RedisServer> {
+  const password = options.password ?? "s3cret: pass";
+  const port = options.port ?? await freePort();
   const child = new Deno.Command("redis-server", {
     args: [
       "--port",
