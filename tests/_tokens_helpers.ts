@@ -6,7 +6,9 @@
  */
 
 import { configureSync, type LogRecord } from "@logtape/logtape";
+import { Buffer } from "node:buffer";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 
 /** Log lines of category `websockify` captured since {@link captureLogs} was called. */
 export interface CapturedLogs {
@@ -151,4 +153,192 @@ export function startHttp(
       await server.shutdown();
     },
   };
+}
+
+// ---- End-to-end helpers: the proxy process, tagged echo targets, clients ----
+
+export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+const decoder = new TextDecoder();
+
+/** Rejects with a message naming `what` if `promise` does not settle within `ms`. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A running `main.ts` started by a test. */
+export interface Proxy extends AsyncDisposable {
+  readonly port: number;
+  /** Everything the proxy wrote to stderr so far. */
+  stderr(): string;
+  /** Waits until stderr matches `pattern`. */
+  waitFor(pattern: RegExp, ms?: number): Promise<void>;
+}
+
+/** Spawns `main.ts` with `args` and waits for the banner's "Listen on" line. */
+export async function spawnProxy(args: string[], cwd?: string): Promise<Proxy> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--unstable-net", MAIN, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    ...(cwd === undefined ? {} : { cwd }),
+  }).spawn();
+  let stderr = "";
+  let exited = false;
+  const reading = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  const status = child.status.then(async (value) => {
+    await reading;
+    exited = true;
+    return value;
+  });
+  const waitFor = (pattern: RegExp, ms = 15_000) =>
+    within(
+      (async () => {
+        while (!pattern.test(stderr)) {
+          if (exited) throw new Error(`The proxy exited before printing ${pattern}:\n${stderr}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      })(),
+      ms,
+      `proxy output ${pattern}; stderr so far:\n${stderr}`,
+    );
+  const stop = async () => {
+    if (!exited) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already exited
+      }
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+    }, 5000);
+    await status;
+    clearTimeout(timer);
+  };
+  try {
+    await waitFor(/Listen on \S+:\d+/);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const port = Number(/Listen on \S+:(\d+)/.exec(stderr)?.[1]);
+  return { port, stderr: () => stderr, waitFor, [Symbol.asyncDispose]: stop };
+}
+
+/** A TCP or Unix echo server that prefixes every chunk it echoes with `tag`. */
+export interface TaggedEcho extends AsyncDisposable {
+  /** The TCP port (0 for a Unix socket server). */
+  readonly port: number;
+}
+
+/** Starts a tagged echo server on 127.0.0.1:0, or on the Unix socket `path`. */
+export function startTaggedEcho(tag: string, path?: string): Promise<TaggedEcho> {
+  const prefix = new TextEncoder().encode(tag);
+  const sockets = new Set<import("node:net").Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    socket.on("data", (data: Buffer) => socket.write(Buffer.concat([prefix, data])));
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    const ready = () => {
+      const address = server.address();
+      resolve({
+        port: typeof address === "object" && address !== null ? address.port : 0,
+        async [Symbol.asyncDispose]() {
+          for (const socket of sockets) socket.destroy();
+          await new Promise<void>((done) => server.close(() => done()));
+        },
+      });
+    };
+    if (path === undefined) server.listen(0, "127.0.0.1", ready);
+    else server.listen(path, ready);
+  });
+}
+
+/**
+ * Opens a WebSocket to the proxy at `path`, sends `message` as a binary frame and returns the
+ * first message it gets back, as text.
+ */
+export async function echoThrough(port: number, path: string, message: string): Promise<string> {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}${path}`, ["binary"]);
+  socket.binaryType = "arraybuffer";
+  try {
+    return await within(
+      new Promise<string>((resolve, reject) => {
+        socket.onopen = () => socket.send(new TextEncoder().encode(message));
+        socket.onmessage = (event) => resolve(decoder.decode(event.data as ArrayBuffer));
+        socket.onerror = () => reject(new Error(`WebSocket to ${path} failed`));
+        socket.onclose = (event) =>
+          reject(new Error(`WebSocket closed: ${event.code} ${event.reason}`));
+      }),
+      10_000,
+      `echo through ${path}`,
+    );
+  } finally {
+    socket.onclose = null;
+    socket.onerror = null;
+    if (socket.readyState !== WebSocket.CLOSED) {
+      const closed = new Promise((resolve) => socket.addEventListener("close", resolve));
+      socket.close(1000);
+      await within(closed, 5000, "WebSocket close").catch(() => {});
+    }
+  }
+}
+
+/** Sends a raw WebSocket upgrade request and returns the response status line and body. */
+export async function upgradeStatus(
+  port: number,
+  path: string,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ statusLine: string; response: string }> {
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const headers = {
+      Host: `127.0.0.1:${port}`,
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+      ...extraHeaders,
+    };
+    const head = [`GET ${path} HTTP/1.1`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+    await connection.write(new TextEncoder().encode(head.join("\r\n") + "\r\n\r\n"));
+    let response = "";
+    const buffer = new Uint8Array(4096);
+    await within(
+      (async () => {
+        for (;;) {
+          const count = await connection.read(buffer);
+          if (count === null) break;
+          response += decoder.decode(buffer.subarray(0, count));
+          if (response.startsWith("HTTP/1.1 101")) break;
+        }
+      })(),
+      10_000,
+      `response to ${path}`,
+    );
+    return { statusLine: response.split("\r\n")[0] ?? "", response };
+  } finally {
+    connection.close();
+  }
 }

@@ -85,7 +85,7 @@ function asymmetric(key: string | jose.JWK, format: "pem" | "jwk"): JwtKey {
   let publicKey: KeyObject;
   const input = format === "pem"
     ? { key: key as string, format: "pem" as const }
-    : { key: key as import("node:crypto").JsonWebKey, format: "jwk" as const };
+    : { key: key as JsonWebKey, format: "jwk" as const };
   try {
     privateKey = createPrivateKey(input);
     publicKey = createPublicKey(privateKey);

@@ -29,8 +29,8 @@
 
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ConfigError, errorMessage } from "../errors.ts";
-import type { TokenPlugin, TokenPluginFactory } from "../types.ts";
+import { ConfigError, errorMessage, TokenLookupError } from "../errors.ts";
+import type { RequestInfo, Target, TokenPlugin, TokenPluginFactory } from "../types.ts";
 import { jwtTokenApi } from "./jwt.ts";
 import { tokenRedis } from "./redis.ts";
 import { baseTokenApi, jsonTokenApi } from "./token_api.ts";
@@ -58,6 +58,27 @@ export const TOKEN_PLUGINS: Readonly<Record<string, BuiltinPlugin>> = {
   TokenRedis: { factory: (source) => tokenRedis(source), sourceIsPath: false },
   UnixDomainSocketDirectory: { factory: unixSocketDirectory, sourceIsPath: true },
 };
+
+/**
+ * Calls `plugin.lookup`, turning anything it throws that is not already a
+ * {@link TokenLookupError} (a custom plugin's plain `Error`, a bug) into a 502 lookup failure,
+ * so a failing plugin is never answered as "not found" nor as a bare 500.
+ */
+export async function lookupTarget(
+  plugin: TokenPlugin,
+  token: string,
+  request: RequestInfo,
+): Promise<Target | null> {
+  try {
+    return await plugin.lookup(token, request);
+  } catch (error) {
+    if (error instanceof TokenLookupError) throw error;
+    throw new TokenLookupError(`Token plugin failed: ${errorMessage(error)}`, {
+      status: 502,
+      cause: error,
+    });
+  }
+}
 
 const UPSTREAM_PREFIX = "websockify.token_plugins.";
 
