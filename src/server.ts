@@ -174,10 +174,10 @@ async function admit(config: Config, parts: ServerParts, request: RequestInfo): 
   if (config.target.kind === "fixed") {
     target = config.target.target;
   } else if (config.target.kind === "tokens" && parts.tokens) {
-    const { extractToken } = await import("./tokens/extract.ts");
+    const { extractToken, lookupTarget } = await import("./tokens/mod.ts");
     const token = extractToken(request.path, request.headers, config.target.hostToken);
     if (token === undefined) throw new HttpError(404, "Token not present");
-    const found = await parts.tokens.lookup(token, request);
+    const found = await lookupTarget(parts.tokens, token, request);
     if (found === null) throw new HttpError(404, `Token '${token}' not found`);
     target = found;
   } else {
