@@ -19,6 +19,7 @@ import type { PumpHandle } from "./pump.ts";
 import { runSession } from "./session.ts";
 import { describeTarget } from "./target.ts";
 import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
+import { extractToken, lookupTarget } from "./tokens/mod.ts";
 import { createWebHandler } from "./web.ts";
 
 /** A running proxy. */
@@ -174,7 +175,6 @@ async function admit(config: Config, parts: ServerParts, request: RequestInfo): 
   if (config.target.kind === "fixed") {
     target = config.target.target;
   } else if (config.target.kind === "tokens" && parts.tokens) {
-    const { extractToken, lookupTarget } = await import("./tokens/mod.ts");
     const token = extractToken(request.path, request.headers, config.target.hostToken);
     if (token === undefined) throw new HttpError(404, "Token not present");
     const found = await lookupTarget(parts.tokens, token, request);
