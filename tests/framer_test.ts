@@ -299,9 +299,12 @@ function acceptKey(key: string): string {
 }
 
 /** A server that answers the handshake itself and runs FrameReader on the raw socket. */
-function framerServer(): http.Server {
+function framerServer(): { server: http.Server; sockets: Set<Socket> } {
   const server = http.createServer();
+  const sockets = new Set<Socket>();
   server.on("upgrade", (request: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
     socket.write(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
         `Sec-WebSocket-Accept: ${acceptKey(String(request.headers["sec-websocket-key"]))}\r\n\r\n`,
@@ -321,8 +324,9 @@ function framerServer(): http.Server {
     socket.on("error", () => socket.destroy());
     if (head.length > 0) reader.push(head);
     socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("end", () => socket.destroy());
   });
-  return server;
+  return { server, sockets };
 }
 
 /** A server that hands the upgrade to `ws` with the same limit, echoing messages. */
@@ -356,7 +360,7 @@ async function closeCodeFor(port: number, bytes: Uint8Array): Promise<number | n
 Deno.test("FrameReader answers protocol cases with the same close codes as a ws server", async () => {
   const framer = framerServer();
   const reference = wsServer();
-  const framerPort = await listen(framer);
+  const framerPort = await listen(framer.server);
   const wsPort = await listen(reference.server);
   try {
     for (const testCase of PROTOCOL_CASES) {
@@ -368,9 +372,8 @@ Deno.test("FrameReader answers protocol cases with the same close codes as a ws 
   } finally {
     for (const client of reference.wss.clients) client.terminate();
     reference.wss.close();
-    framer.closeAllConnections();
-    reference.server.closeAllConnections();
-    await new Promise((resolve) => framer.close(resolve));
+    for (const socket of framer.sockets) socket.destroy();
+    await new Promise((resolve) => framer.server.close(resolve));
     await new Promise((resolve) => reference.server.close(resolve));
   }
 });
