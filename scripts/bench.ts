@@ -1,0 +1,549 @@
+/**
+ * `deno task bench [--quick] [--workers N] [--no-python]`: measures the proxy against the limit
+ * (a direct TCP connection to the same target, or a direct `ws` echo server for the concurrency
+ * tests) and against Python websockify when `/usr/bin/websockify` is installed, and prints a
+ * markdown table with ratios and the issue's targets.
+ *
+ * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
+ * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
+ * preempt each other and the figures repeat. The processes are in `scripts/bench_roles.ts`.
+ *
+ * @module
+ */
+
+import net from "node:net";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const ROLES = new URL("./bench_roles.ts", import.meta.url).pathname;
+const PYTHON_WEBSOCKIFY = "/usr/bin/websockify";
+
+type Json = Record<string, unknown>;
+
+interface Options {
+  quick: boolean;
+  workers: number;
+  python: boolean;
+  pin: boolean;
+}
+
+function parseOptions(args: string[]): Options {
+  const options: Options = { quick: false, workers: 1, python: true, pin: true };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--quick") options.quick = true;
+    else if (arg === "--no-python") options.python = false;
+    else if (arg === "--no-pin") options.pin = false;
+    else if (arg === "--workers") options.workers = Number(args[++i]);
+    else {
+      throw new Error(
+        `Unknown option '${arg}': use --quick, --workers N, --no-python or --no-pin`,
+      );
+    }
+  }
+  return options;
+}
+
+const haveTaskset = await Deno.stat("/usr/bin/taskset").then(() => true, () => false);
+const cpuCount = navigator.hardwareConcurrency;
+
+/** A background process whose output is drained so it never blocks on a full pipe. */
+class Child {
+  readonly process: Deno.ChildProcess;
+  readonly lines: string[] = [];
+  #waiters: { match: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+
+  constructor(command: string, args: string[], cpu: number | undefined) {
+    const pinned = cpu !== undefined && haveTaskset;
+    this.process = new Deno.Command(pinned ? "taskset" : command, {
+      args: pinned ? ["-c", String(cpu), command, ...args] : args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    void this.#drain(this.process.stdout);
+    void this.#drain(this.process.stderr);
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  async #drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoderStream();
+    let rest = "";
+    for await (const text of stream.pipeThrough(decoder)) {
+      rest += text;
+      const parts = rest.split("\n");
+      rest = parts.pop() ?? "";
+      for (const line of parts) {
+        if (this.lines.length < 200) this.lines.push(line);
+        for (const waiter of [...this.#waiters]) {
+          const match = line.match(waiter.match);
+          if (match) {
+            this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+            waiter.resolve(match);
+          }
+        }
+      }
+    }
+  }
+
+  /** Resolves with the first output line matching `pattern`. */
+  waitFor(pattern: RegExp, ms: number, what: string): Promise<RegExpMatchArray> {
+    for (const line of this.lines) {
+      const match = line.match(pattern);
+      if (match) return Promise.resolve(match);
+    }
+    return withTimeout(
+      new Promise((resolve) => this.#waiters.push({ match: pattern, resolve })),
+      ms,
+      `${what} did not start: ${this.lines.slice(-5).join(" | ")}`,
+    );
+  }
+
+  async stop(): Promise<void> {
+    try {
+      this.process.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    const exited = await withTimeout(this.process.status, 5000, "stop").catch(() => undefined);
+    if (!exited) {
+      try {
+        this.process.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await this.process.status;
+    }
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitConnectable(port: number, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`Nothing listens on port ${port} after ${ms} ms`);
+}
+
+/** A server the load generator can be pointed at. */
+interface Subject {
+  readonly name: string;
+  readonly route: { kind: "ws" | "tcp"; port: number; modeByte: boolean };
+  /** Processes whose memory counts (the server under test). */
+  readonly pids: number[];
+  stop(): Promise<void>;
+}
+
+const SERVER_CPU = 0;
+const LOAD_CPU = cpuCount > 1 ? 1 : 0;
+
+async function startTarget(options: Options): Promise<{ port: number; child: Child }> {
+  const child = new Child(Deno.execPath(), ["run", "-A", ROLES, "target"], pin(options, LOAD_CPU));
+  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The TCP target");
+  return { port: Number(match[1]), child };
+}
+
+function pin(options: Options, cpu: number): number | undefined {
+  return options.pin ? cpu : undefined;
+}
+
+async function startDenoProxy(
+  options: Options,
+  targetPort: number,
+  workers: number,
+): Promise<Subject> {
+  const args = ["run", "--allow-all", "--unstable-net", "main.ts"];
+  if (workers > 1) args.push("--workers", String(workers));
+  args.push("127.0.0.1:0", `127.0.0.1:${targetPort}`);
+  // With several workers the proxy gets every core; one process is pinned like the others.
+  const child = new Child(
+    Deno.execPath(),
+    args,
+    workers > 1 ? undefined : pin(options, SERVER_CPU),
+  );
+  const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The proxy");
+  const port = Number(match[1]);
+  await waitConnectable(port, 10_000);
+  return {
+    name: workers > 1 ? `deno ×${workers}` : "deno",
+    route: { kind: "ws", port, modeByte: true },
+    pids: [child.pid],
+    stop: () => child.stop(),
+  };
+}
+
+async function startPython(options: Options, targetPort: number): Promise<Subject> {
+  const port = await freePort();
+  const child = new Child(
+    PYTHON_WEBSOCKIFY,
+    [`127.0.0.1:${port}`, `127.0.0.1:${targetPort}`],
+    pin(options, SERVER_CPU),
+  );
+  await waitConnectable(port, 20_000);
+  return {
+    name: "python",
+    route: { kind: "ws", port, modeByte: true },
+    pids: [child.pid],
+    stop: () => child.stop(),
+  };
+}
+
+async function startWsEcho(options: Options): Promise<Subject> {
+  const child = new Child(
+    Deno.execPath(),
+    ["run", "-A", ROLES, "ws-echo"],
+    pin(options, SERVER_CPU),
+  );
+  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The ws echo server");
+  return {
+    name: "ws echo",
+    route: { kind: "ws", port: Number(match[1]), modeByte: false },
+    pids: [child.pid],
+    stop: () => child.stop(),
+  };
+}
+
+/** Runs one measurement in a fresh load-generator process. */
+async function load(options: Options, subject: Subject, test: Json): Promise<Json> {
+  const spec = { ...test, route: subject.route, pid: subject.pids, limitMs: 120_000 };
+  const cpu = pin(options, LOAD_CPU);
+  const args = ["run", "-A", ROLES, "load", JSON.stringify(spec)];
+  const pinned = cpu !== undefined && haveTaskset;
+  const output = await new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
+    args: pinned ? ["-c", String(cpu), Deno.execPath(), ...args] : args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
+  try {
+    const result = JSON.parse(text) as Json;
+    if (result.error) log(`  ${subject.name} ${test.test}: ${result.error}`);
+    return result;
+  } catch {
+    const stderr = new TextDecoder().decode(output.stderr).slice(-400);
+    log(`  ${subject.name} ${test.test}: no result (${stderr})`);
+    return { error: "no result" };
+  }
+}
+
+function log(line: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+}
+
+function median(values: number[]): number {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  return sorted.length === 0 ? NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
+/** One row of the table. */
+interface Row {
+  label: string;
+  unit: string;
+  /** Key of the result to show; `higher` tells which way is better. */
+  higher: boolean;
+  values: Map<string, number>;
+  notes: Map<string, string>;
+  /** Target: required ratio to Python (or to the limit), or an absolute bound. */
+  target?: { against: "python" | "limit" | "absolute"; ratio: number; text: string };
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  const started = performance.now();
+  const repeats = options.quick ? 1 : 3;
+  const windowMs = options.quick ? 1000 : 2000;
+  const warmupMs = options.quick ? 300 : 500;
+  const python = options.python &&
+    await Deno.stat(PYTHON_WEBSOCKIFY).then(() => true, () => false);
+  const versionText = new TextDecoder().decode(
+    (await new Deno.Command(Deno.execPath(), { args: ["--version"] }).output()).stdout,
+  ).split("\n")[0];
+
+  log(`bench: ${options.quick ? "quick" : "full"} mode, ${repeats} run(s) per figure`);
+  const target = await startTarget(options);
+  const direct: Subject = {
+    name: "direct",
+    route: { kind: "tcp", port: target.port, modeByte: true },
+    pids: [target.child.pid],
+    stop: async () => {},
+  };
+  const subjects: Subject[] = [direct];
+  const started_: Subject[] = [];
+  try {
+    const deno = await startDenoProxy(options, target.port, 1);
+    subjects.push(deno);
+    started_.push(deno);
+    if (options.workers > 1) {
+      const multi = await startDenoProxy(options, target.port, options.workers);
+      subjects.push(multi);
+      started_.push(multi);
+    }
+    if (python) {
+      const py = await startPython(options, target.port);
+      subjects.push(py);
+      started_.push(py);
+    }
+    const wsEcho = await startWsEcho(options);
+    started_.push(wsEcho);
+
+    const rows: Row[] = [];
+    const row = (label: string, unit: string, higher: boolean, target?: Row["target"]): Row => {
+      const r: Row = { label, unit, higher, values: new Map(), notes: new Map() };
+      if (target) r.target = target;
+      rows.push(r);
+      return r;
+    };
+
+    const throughput: [string, Json, Row][] = [
+      [
+        "ws→tcp 64 KiB",
+        { test: "upload", messageSize: 65536 },
+        row("ws→tcp, 64 KiB messages", "MB/s", true, {
+          against: "python",
+          ratio: 3,
+          text: "≥ 3× python",
+        }),
+      ],
+      [
+        "ws→tcp 1 KiB",
+        { test: "upload", messageSize: 1024 },
+        row("ws→tcp, 1 KiB messages", "MB/s", true, {
+          against: "python",
+          ratio: 8,
+          text: "≥ 8× python",
+        }),
+      ],
+      [
+        "tcp→ws 64 KiB",
+        { test: "download", writeSize: 65536 },
+        row("tcp→ws, 64 KiB writes", "MB/s", true, {
+          against: "python",
+          ratio: 1,
+          text: "≥ 1.0× python",
+        }),
+      ],
+      [
+        "tcp→ws 1 KiB",
+        { test: "download", writeSize: 1024 },
+        row("tcp→ws, 1 KiB writes", "MB/s", true, {
+          against: "python",
+          ratio: 1.25,
+          text: "≥ 1.25× python",
+        }),
+      ],
+    ];
+    for (const [name, test, r] of throughput) {
+      log(`- ${name}`);
+      const samples = new Map<string, number[]>();
+      for (let run = 0; run < repeats; run++) {
+        for (const subject of subjects) {
+          const result = await load(options, subject, { ...test, windowMs, warmupMs });
+          const list = samples.get(subject.name) ?? [];
+          list.push(result.mbps as number);
+          samples.set(subject.name, list);
+        }
+      }
+      for (const [subject, values] of samples) r.values.set(subject, median(values));
+    }
+
+    log("- echo round trip");
+    const p50 = row("echo round trip p50 (32 B)", "µs", false, {
+      against: "python",
+      ratio: 1,
+      text: "≤ 1.0× python",
+    });
+    const p99 = row("echo round trip p99 (32 B)", "µs", false, {
+      against: "python",
+      ratio: 0.75,
+      text: "≤ 0.75× python",
+    });
+    for (const subject of subjects) {
+      const p50s: number[] = [];
+      const p99s: number[] = [];
+      for (let run = 0; run < repeats; run++) {
+        const result = await load(options, subject, {
+          test: "latency",
+          count: options.quick ? 3000 : 10000,
+        });
+        p50s.push(result.p50 as number);
+        p99s.push(result.p99 as number);
+      }
+      p50.values.set(subject.name, median(p50s));
+      p99.values.set(subject.name, median(p99s));
+    }
+
+    log("- connection set-up");
+    const setup = row("set-up: handshake, 1 echo, close (4 parallel)", "conn/s", true, {
+      against: "python",
+      ratio: 10,
+      text: "≥ 10× python",
+    });
+    for (let run = 0; run < repeats; run++) {
+      for (const subject of subjects) {
+        const result = await load(options, subject, { test: "setup", windowMs, parallel: 4 });
+        const list = (setup.notes.get(subject.name) ?? "").split(",").filter(Boolean);
+        list.push(String(result.rate));
+        setup.notes.set(subject.name, list.join(","));
+        if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
+      }
+    }
+    for (const [name, list] of setup.notes) {
+      setup.values.set(name, median(list.split(",").map(Number)));
+    }
+    setup.notes.clear();
+
+    for (const connections of [1000, 5000]) {
+      log(`- ${connections} concurrent echoing connections`);
+      const rate = row(`${connections} concurrent echoing connections`, "msg/s", true, {
+        against: "limit",
+        ratio: connections === 5000 ? 0.5 : 0,
+        text: connections === 5000 ? "≥ 0.5× ws echo, all served" : "all served",
+      });
+      const memory = row(`  proxy memory at ${connections} connections`, "MiB", false, {
+        against: "absolute",
+        ratio: connections === 5000 ? 250 : Infinity,
+        text: connections === 5000 ? "≤ 250 MiB" : "",
+      });
+      const concurrentSubjects = [wsEcho, ...subjects.filter((s) => s.name.startsWith("deno"))];
+      for (const subject of concurrentSubjects) {
+        const result = await load(options, subject, {
+          test: "concurrent",
+          connections,
+          windowMs: options.quick ? 1500 : 3000,
+        });
+        const name = subject === wsEcho ? "direct" : subject.name;
+        rate.values.set(name, result.rate as number);
+        rate.notes.set(name, `${result.served}/${connections} served`);
+        memory.values.set(name, (result.memoryKib as number) / 1024);
+      }
+      rate.notes.set("python", "forks per connection: not run");
+    }
+
+    log("- idle connections");
+    const idle = row("idle memory per connection", "KiB", false, {
+      against: "absolute",
+      ratio: 40,
+      text: "≤ 40 KiB",
+    });
+    for (const subject of subjects.slice(1)) {
+      const connections = subject.name === "python" ? 100 : 2000;
+      const result = await load(options, subject, { test: "idle", connections });
+      idle.values.set(subject.name, result.kibPerConnection as number);
+      idle.notes.set(subject.name, `${connections} conns`);
+    }
+
+    const seconds = (performance.now() - started) / 1000;
+    console.log(
+      renderTable(rows, subjects.map((s) => s.name), python, {
+        mode: options.quick ? "quick" : "full",
+        seconds,
+        version: versionText ?? "",
+        pinned: options.pin && haveTaskset,
+        workers: options.workers,
+      }),
+    );
+  } finally {
+    for (const subject of started_) await subject.stop();
+    await target.child.stop();
+  }
+}
+
+function format(value: number | undefined, unit: string): string {
+  if (value === undefined || !Number.isFinite(value)) return "–";
+  if (unit === "MiB" || unit === "KiB") return value.toFixed(1);
+  return value >= 100 ? Math.round(value).toLocaleString("en-US") : value.toPrecision(3);
+}
+
+function renderTable(
+  rows: Row[],
+  names: string[],
+  python: boolean,
+  info: { mode: string; seconds: number; version: string; pinned: boolean; workers: number },
+): string {
+  const lines: string[] = [];
+  const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
+  lines.push(
+    `Machine: ${cpuCount} × ${cpu}, ${Deno.osRelease()}; ${info.version}; ` +
+      `${info.mode} mode, ${info.seconds.toFixed(0)} s.`,
+  );
+  lines.push(
+    info.pinned
+      ? "Pinned with taskset: servers under test on CPU 0, load generator and TCP target on CPU 1" +
+        (info.workers > 1 ? ` (deno ×${info.workers} is not pinned)` : "") + "."
+      : "Not pinned (taskset missing or --no-pin).",
+  );
+  lines.push(
+    '"direct" is the limit: the same load straight to the TCP target (for the concurrency rows, ' +
+      "a ws echo server without proxy).",
+  );
+  lines.push("");
+  const columns = [...names.filter((n) => n !== "python"), ...(python ? ["python"] : [])];
+  const header = ["test", "unit", ...columns, "deno / python", "deno / direct", "target", "met"];
+  lines.push(`| ${header.join(" | ")} |`);
+  lines.push(`| ${header.map(() => "---").join(" | ")} |`);
+  for (const row of rows) {
+    const deno = row.values.get("deno");
+    const py = row.values.get("python");
+    const direct = row.values.get("direct");
+    const ratio = (a?: number, b?: number) =>
+      a !== undefined && b !== undefined && b > 0 && Number.isFinite(a) ? (a / b).toFixed(2) : "–";
+    const cells = columns.map((name) => {
+      const note = row.notes.get(name);
+      const value = format(row.values.get(name), row.unit);
+      return note ? (value === "–" ? note : `${value} (${note})`) : value;
+    });
+    let met = "";
+    const t = row.target;
+    if (t && deno !== undefined) {
+      if (t.against === "python" && py !== undefined) {
+        met = (row.higher ? deno >= t.ratio * py : deno <= t.ratio * py) ? "yes" : "**no**";
+      } else if (t.against === "limit" && direct !== undefined) {
+        const allServed = (row.notes.get("deno") ?? "").split(" ")[0]?.split("/");
+        const served = allServed !== undefined && allServed[0] === allServed[1];
+        met = deno >= t.ratio * direct && served ? "yes" : "**no**";
+      } else if (t.against === "absolute" && Number.isFinite(t.ratio)) {
+        met = deno <= t.ratio ? "yes" : "**no**";
+      }
+    }
+    lines.push(
+      `| ${
+        [row.label, row.unit, ...cells, ratio(deno, py), ratio(deno, direct), t?.text ?? "", met]
+          .join(" | ")
+      } |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,558 @@
+/**
+ * The processes `scripts/bench.ts` starts besides the proxies under test: the TCP target, a
+ * direct WebSocket echo server (no proxy), and the load generator. Each runs as
+ * `deno run -A scripts/bench_roles.ts ROLE JSON` and prints one JSON line on stdout (the ports it
+ * listens on, or the measurement).
+ *
+ * The target speaks a one-byte protocol so that one proxy instance serves every test: the first
+ * byte a connection sends picks the mode.
+ * - `E`: echo everything after it.
+ * - `S` + u32 window ms + u32 warm-up ms: sink; after the warm-up it counts bytes for the window
+ *   and answers with the count as a u64 (then keeps discarding).
+ * - `R` + u32 write size: source; writes that many bytes at a time, as fast as the peer reads.
+ *
+ * The load generator is a raw-socket WebSocket client built for speed: frames are masked once
+ * ahead of time and written in large batches; received frames are only delimited, never copied.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import net from "node:net";
+// @ts-types="npm:@types/ws@8.18.2"
+import { WebSocketServer } from "ws";
+
+type Json = Record<string, unknown>;
+
+function print(value: Json): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(value) + "\n"));
+}
+
+// ---------------------------------------------------------------- target
+
+function startTarget(): void {
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const mode = String.fromCharCode(head[0]!);
+      const need = mode === "S" ? 9 : mode === "R" ? 5 : 1;
+      if (head.length < need) return;
+      socket.off("data", onData);
+      const rest = head.subarray(need);
+      if (mode === "E") {
+        if (rest.length > 0) socket.write(rest);
+        socket.on("data", (data: Buffer) => socket.write(data));
+      } else if (mode === "S") {
+        sink(socket, head.readUInt32BE(1), head.readUInt32BE(5), rest.length);
+      } else if (mode === "R") {
+        source(socket, head.readUInt32BE(1));
+      } else {
+        socket.destroy();
+      }
+    };
+    socket.on("data", onData);
+  });
+  server.listen(0, "127.0.0.1", () => {
+    print({ port: (server.address() as net.AddressInfo).port });
+  });
+}
+
+function sink(socket: net.Socket, windowMs: number, warmupMs: number, already: number): void {
+  let count = 0;
+  let counting = false;
+  let first = true;
+  const onFirst = () => {
+    setTimeout(() => {
+      counting = true;
+      setTimeout(() => {
+        counting = false;
+        const answer = Buffer.alloc(8);
+        answer.writeBigUInt64BE(BigInt(count));
+        if (!socket.destroyed) socket.write(answer);
+      }, windowMs);
+    }, warmupMs);
+  };
+  if (already > 0) {
+    first = false;
+    onFirst();
+  }
+  socket.on("data", (data: Buffer) => {
+    if (first) {
+      first = false;
+      onFirst();
+    }
+    if (counting) count += data.length;
+  });
+}
+
+function source(socket: net.Socket, writeSize: number): void {
+  const block = Buffer.alloc(writeSize, 0x5a);
+  const pump = () => {
+    while (!socket.destroyed) {
+      if (!socket.write(block)) return void socket.once("drain", pump);
+    }
+  };
+  pump();
+}
+
+// ---------------------------------------------------------------- direct ws echo server
+
+function startWsEcho(): void {
+  const wss = new WebSocketServer({
+    host: "127.0.0.1",
+    port: 0,
+    perMessageDeflate: false,
+    clientTracking: false,
+    maxPayload: 64 * 1024 * 1024,
+  });
+  wss.on("connection", (ws) => {
+    ws.on("error", () => {});
+    ws.on("message", (data, isBinary) => ws.send(data as Buffer, { binary: isBinary }));
+  });
+  wss.on("listening", () => print({ port: (wss.address() as net.AddressInfo).port }));
+}
+
+// ---------------------------------------------------------------- client side
+
+/** How the load generator reaches the target. */
+interface Route {
+  /** `ws`: WebSocket through a proxy or echo server; `tcp`: raw bytes straight to the target. */
+  readonly kind: "ws" | "tcp";
+  readonly port: number;
+  /** Send the target's mode byte (false for the direct ws echo server, which only echoes). */
+  readonly modeByte: boolean;
+}
+
+const MASK = [0x12, 0x34, 0x56, 0x78];
+
+function maskedFrame(opcode: number, payload: Uint8Array): Buffer {
+  const length = payload.length;
+  const size = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const frame = Buffer.alloc(size + 4 + length);
+  frame[0] = 0x80 | opcode;
+  if (length < 126) frame[1] = 0x80 | length;
+  else if (length < 65536) {
+    frame[1] = 0x80 | 126;
+    frame.writeUInt16BE(length, 2);
+  } else {
+    frame[1] = 0x80 | 127;
+    frame.writeBigUInt64BE(BigInt(length), 2);
+  }
+  for (let i = 0; i < 4; i++) frame[size + i] = MASK[i]!;
+  for (let i = 0; i < length; i++) frame[size + 4 + i] = payload[i]! ^ MASK[i & 3]!;
+  return frame;
+}
+
+/** Bytes as the route carries them: one masked frame per message, or raw for TCP. */
+function encode(route: Route, payload: Uint8Array): Buffer {
+  return route.kind === "ws" ? maskedFrame(2, payload) : Buffer.from(payload);
+}
+
+/** Delimits server frames; calls back with payload byte counts and control frames. */
+class FrameCounter {
+  #header = Buffer.alloc(10);
+  #headerHave = 0;
+  #headerNeed = 2;
+  #remaining = 0;
+  #opcode = 0;
+  #control: Buffer[] = [];
+  constructor(
+    readonly onPayload: (bytes: number, chunk: Buffer, at: number) => void,
+    readonly onClose: () => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#remaining > 0) {
+        const take = Math.min(this.#remaining, chunk.length - at);
+        this.#remaining -= take;
+        if (this.#opcode < 8) this.onPayload(take, chunk, at);
+        else this.#control.push(chunk.subarray(at, at + take));
+        at += take;
+        if (this.#remaining === 0 && this.#opcode === 8) return this.onClose();
+        continue;
+      }
+      const take = Math.min(this.#headerNeed - this.#headerHave, chunk.length - at);
+      chunk.copy(this.#header, this.#headerHave, at, at + take);
+      this.#headerHave += take;
+      at += take;
+      if (this.#headerHave < this.#headerNeed) continue;
+      const code = this.#header[1]! & 0x7f;
+      const need = code === 126 ? 4 : code === 127 ? 10 : 2;
+      if (this.#headerNeed < need) {
+        this.#headerNeed = need;
+        continue;
+      }
+      this.#opcode = this.#header[0]! & 0x0f;
+      this.#remaining = code === 126
+        ? this.#header.readUInt16BE(2)
+        : code === 127
+        ? Number(this.#header.readBigUInt64BE(2))
+        : code;
+      this.#headerHave = 0;
+      this.#headerNeed = 2;
+      if (this.#remaining === 0 && this.#opcode === 8) return this.onClose();
+    }
+  }
+}
+
+/** An open connection with a byte counter over what it receives (payload only for ws). */
+interface Connection {
+  socket: net.Socket;
+  /** Set the receiver; called with payload byte counts. */
+  onBytes: (bytes: number, chunk: Buffer, at: number) => void;
+  closed: Promise<void>;
+  /** Resolves when the server's close frame (ws) or end of stream arrives. */
+  serverClosed: Promise<void>;
+}
+
+const HANDSHAKE = (port: number) =>
+  `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+  "Sec-WebSocket-Protocol: binary\r\nOrigin: http://127.0.0.1\r\n\r\n";
+
+function open(route: Route, timeoutMs = 10_000): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port: route.port, noDelay: true });
+    let resolveServerClosed = () => {};
+    const serverClosed = new Promise<void>((r) => (resolveServerClosed = r));
+    const connection: Connection = {
+      socket,
+      onBytes: () => {},
+      closed: new Promise((r) => socket.once("close", () => r())),
+      serverClosed,
+    };
+    socket.once("close", () => resolveServerClosed());
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("Timed out opening a connection"));
+    }, timeoutMs);
+    socket.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.once("connect", () => {
+      if (route.kind === "tcp") {
+        clearTimeout(timer);
+        socket.on("data", (chunk: Buffer) => connection.onBytes(chunk.length, chunk, 0));
+        return resolve(connection);
+      }
+      socket.write(HANDSHAKE(route.port));
+      let head = Buffer.alloc(0);
+      const onHead = (chunk: Buffer) => {
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        socket.off("data", onHead);
+        clearTimeout(timer);
+        if (!head.subarray(0, 12).toString().startsWith("HTTP/1.1 101")) {
+          socket.destroy();
+          return reject(new Error(`Handshake refused: ${head.subarray(0, 40).toString()}`));
+        }
+        const counter = new FrameCounter(
+          (bytes, data, at) => connection.onBytes(bytes, data, at),
+          resolveServerClosed,
+        );
+        socket.on("data", (data: Buffer) => counter.push(data));
+        resolve(connection);
+        if (head.length > end + 4) counter.push(head.subarray(end + 4));
+      };
+      socket.on("data", onHead);
+    });
+  });
+}
+
+/** Writes `data`; resolves once the socket accepts more. */
+function write(socket: net.Socket, data: Uint8Array): Promise<void> {
+  if (socket.write(data)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
+}
+
+function u32s(...values: number[]): Uint8Array {
+  const bytes = Buffer.alloc(values.length * 4);
+  values.forEach((value, i) => bytes.writeUInt32BE(value, i * 4));
+  return bytes;
+}
+
+function withMode(mode: string, body: Uint8Array = new Uint8Array(0)): Uint8Array {
+  return Buffer.concat([Buffer.from(mode), body]);
+}
+
+/** Waits for `count` payload bytes on `connection`. */
+function receive(connection: Connection, count: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let have = 0;
+  return new Promise((resolve) => {
+    connection.onBytes = (bytes, chunk, at) => {
+      parts.push(chunk.subarray(at, at + bytes));
+      have += bytes;
+      if (have >= count) resolve(Buffer.concat(parts));
+    };
+  });
+}
+
+// ws→tcp: stream `messageSize` messages for warm-up + window; the sink reports what it got.
+async function upload(route: Route, options: Json): Promise<Json> {
+  const messageSize = options.messageSize as number;
+  const windowMs = options.windowMs as number;
+  const warmupMs = options.warmupMs as number;
+  const connection = await open(route);
+  const answer = receive(connection, 8);
+  await write(connection.socket, encode(route, withMode("S", u32s(windowMs, warmupMs))));
+  const payload = new Uint8Array(messageSize).fill(0xa5);
+  const frame = encode(route, payload);
+  const perBlock = Math.max(1, Math.floor(256 * 1024 / frame.length));
+  const block = Buffer.concat(Array.from({ length: perBlock }, () => frame));
+  let done = false;
+  void answer.then(() => (done = true));
+  while (!done && !connection.socket.destroyed) await write(connection.socket, block);
+  const bytes = Number((await answer).readBigUInt64BE(0));
+  connection.socket.destroy();
+  return { mbps: bytes / (windowMs / 1000) / 1e6 };
+}
+
+// tcp→ws: the source writes `writeSize` chunks; count payload received during the window.
+async function download(route: Route, options: Json): Promise<Json> {
+  const windowMs = options.windowMs as number;
+  const warmupMs = options.warmupMs as number;
+  const connection = await open(route);
+  let count = 0;
+  connection.onBytes = (bytes) => (count += bytes);
+  await write(connection.socket, encode(route, withMode("R", u32s(options.writeSize as number))));
+  await sleep(warmupMs);
+  const start = count;
+  await sleep(windowMs);
+  const bytes = count - start;
+  connection.socket.destroy();
+  return { mbps: bytes / (windowMs / 1000) / 1e6 };
+}
+
+// Round trips of one small message on one connection.
+async function latency(route: Route, options: Json): Promise<Json> {
+  const count = options.count as number;
+  const size = 32;
+  const connection = await open(route);
+  if (route.modeByte) await write(connection.socket, encode(route, withMode("E")));
+  const frame = encode(route, new Uint8Array(size).fill(0x33));
+  const samples: number[] = [];
+  for (let i = 0; i < count + 200; i++) {
+    const echoed = receive(connection, size);
+    const start = performance.now();
+    connection.socket.write(frame);
+    await echoed;
+    if (i >= 200) samples.push((performance.now() - start) * 1000);
+  }
+  connection.socket.destroy();
+  samples.sort((a, b) => a - b);
+  const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]!;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+// Connection set-up: handshake, one echo, close; `parallel` loops for the window.
+async function setup(route: Route, options: Json): Promise<Json> {
+  const windowMs = options.windowMs as number;
+  const parallel = options.parallel as number;
+  const deadline = performance.now() + windowMs;
+  let completed = 0;
+  let failed = 0;
+  const message = encode(
+    route,
+    withMode(route.modeByte ? "E" : "", Buffer.from("0123456789abcdef")),
+  );
+  const close = route.kind === "ws" ? maskedFrame(8, new Uint8Array([0x03, 0xe8])) : undefined;
+  const loop = async () => {
+    while (performance.now() < deadline) {
+      try {
+        const connection = await open(route, 5000);
+        const echoed = receive(connection, 16);
+        connection.socket.write(message);
+        await withTimeout(echoed, 5000);
+        if (close) {
+          connection.socket.write(close);
+          await withTimeout(connection.serverClosed, 5000);
+        }
+        connection.socket.end();
+        connection.socket.destroySoon();
+        completed++;
+      } catch {
+        failed++;
+      }
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: parallel }, loop));
+  return { rate: completed / ((performance.now() - start) / 1000), failed };
+}
+
+// Many connections, each echoing one small message at a time, for the window.
+async function concurrent(route: Route, options: Json): Promise<Json> {
+  const connections = options.connections as number;
+  const windowMs = options.windowMs as number;
+  const pid = options.pid as number[];
+  const opened: Connection[] = [];
+  let failed = 0;
+  const openStart = performance.now();
+  for (let i = 0; i < connections; i += 100) {
+    const batch = await Promise.allSettled(
+      Array.from({ length: Math.min(100, connections - i) }, () => open(route, 20_000)),
+    );
+    for (const result of batch) {
+      if (result.status === "fulfilled") opened.push(result.value);
+      else failed++;
+    }
+  }
+  const openSeconds = (performance.now() - openStart) / 1000;
+  const size = 32;
+  if (route.modeByte) {
+    for (const connection of opened) connection.socket.write(encode(route, withMode("E")));
+  }
+  const frame = encode(route, new Uint8Array(size).fill(0x44));
+  const counts = new Array<number>(opened.length).fill(0);
+  let running = true;
+  let measuring = false;
+  opened.forEach((connection, index) => {
+    let have = 0;
+    connection.onBytes = (bytes) => {
+      have += bytes;
+      while (have >= size) {
+        have -= size;
+        if (measuring) counts[index]!++;
+        if (running) connection.socket.write(frame);
+      }
+    };
+    connection.socket.write(frame);
+  });
+  await sleep(500);
+  measuring = true;
+  await sleep(windowMs);
+  measuring = false;
+  const memory = await memoryOf(pid);
+  running = false;
+  const total = counts.reduce((a, b) => a + b, 0);
+  const served = counts.filter((c) => c > 0).length;
+  for (const connection of opened) connection.socket.destroy();
+  return {
+    rate: total / (windowMs / 1000),
+    served,
+    opened: opened.length,
+    failed,
+    openRate: opened.length / openSeconds,
+    ...memory,
+  };
+}
+
+// Idle connections: memory of the server processes before and after opening them.
+async function idle(route: Route, options: Json): Promise<Json> {
+  const connections = options.connections as number;
+  const pid = options.pid as number[];
+  await sleep(300);
+  const before = await memoryOf(pid);
+  const opened: Connection[] = [];
+  for (let i = 0; i < connections; i += 50) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(50, connections - i) }, () => open(route, 20_000)),
+    );
+    opened.push(...batch);
+  }
+  if (route.modeByte) {
+    for (const connection of opened) {
+      const echoed = receive(connection, 1);
+      connection.socket.write(encode(route, withMode("E", Buffer.from("x"))));
+      await withTimeout(echoed, 5000);
+    }
+  }
+  await sleep(1000);
+  const after = await memoryOf(pid);
+  for (const connection of opened) connection.socket.destroy();
+  return {
+    kibPerConnection: (after.memoryKib - before.memoryKib) / connections,
+    before: before.memoryKib,
+    after: after.memoryKib,
+  };
+}
+
+/**
+ * Memory of a process tree in KiB: RSS for a single process; for a forking server, the sum of
+ * PSS over the tree (children share the parent's pages, so RSS would count them many times).
+ */
+async function memoryOf(pids: number[]): Promise<{ memoryKib: number; processes: number }> {
+  const all = new Set<number>();
+  const visit = async (pid: number) => {
+    if (all.has(pid)) return;
+    all.add(pid);
+    const tasks = await Deno.readDir(`/proc/${pid}/task`);
+    for await (const task of tasks) {
+      const text = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/children`).catch(
+        () => "",
+      );
+      for (const child of text.trim().split(/\s+/).filter(Boolean)) await visit(Number(child));
+    }
+  };
+  for (const pid of pids) await visit(pid).catch(() => {});
+  let total = 0;
+  for (const pid of all) {
+    const key = all.size === 1 ? "Rss:" : "Pss:";
+    const text = await Deno.readTextFile(`/proc/${pid}/smaps_rollup`).catch(() => "");
+    const line = text.split("\n").find((l) => l.startsWith(key));
+    total += Number(line?.split(/\s+/)[1] ?? 0);
+  }
+  return { memoryKib: total, processes: all.size };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const TESTS: Record<string, (route: Route, options: Json) => Promise<Json>> = {
+  upload,
+  download,
+  latency,
+  setup,
+  concurrent,
+  idle,
+};
+
+if (import.meta.main) {
+  const [role, json] = Deno.args;
+  if (role === "target") startTarget();
+  else if (role === "ws-echo") startWsEcho();
+  else if (role === "load") {
+    const options = JSON.parse(json ?? "{}") as Json;
+    const test = TESTS[options.test as string];
+    if (!test) throw new Error(`Unknown test '${String(options.test)}'`);
+    const watchdog = setTimeout(() => {
+      print({ error: "Load generator timed out" });
+      Deno.exit(3);
+    }, (options.limitMs as number | undefined) ?? 120_000);
+    try {
+      print(await test(options.route as Route, options));
+    } catch (error) {
+      print({ error: String(error) });
+    }
+    clearTimeout(watchdog);
+    Deno.exit(0);
+  } else {
+    throw new Error(`Unknown role '${role}': use target, ws-echo or load`);
+  }
+}
