@@ -5,6 +5,8 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
+
 /** The outcome of {@link checkUpgrade}: the protocol to answer with, or a 400 reason. */
 export type UpgradeCheck =
   | { readonly ok: true; readonly protocol: string | undefined }
@@ -53,4 +55,17 @@ export function selectProtocol(header: string | undefined): UpgradeCheck {
 function isValidKey(key: string): boolean {
   // RFC 6455 §4.1: the base64 encoding of 16 random bytes.
   return /^[A-Za-z0-9+/]{22}==$/.test(key);
+}
+
+const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/**
+ * The 101 response accepting an upgrade with `key` (RFC 6455 §4.2.2), answering `protocol` when
+ * one was selected; the same bytes `ws` sends.
+ */
+export function switchingProtocolsResponse(key: string, protocol: string | undefined): string {
+  const accept = createHash("sha1").update(key.trim() + WEBSOCKET_GUID).digest("base64");
+  return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+    `Sec-WebSocket-Accept: ${accept}\r\n` +
+    (protocol === undefined ? "" : `Sec-WebSocket-Protocol: ${protocol}\r\n`) + "\r\n";
 }

@@ -9,12 +9,11 @@
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
-// @ts-types="npm:@types/ws@8.18.2"
-import { type WebSocket, WebSocketServer } from "ws";
+import { WebSocketChannel } from "./channel.ts";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
 import { writeAuthError } from "./auth/response.ts";
 import { clientIdentityOf } from "./client_identity.ts";
-import { checkUpgrade } from "./handshake.ts";
+import { checkUpgrade, switchingProtocolsResponse } from "./handshake.ts";
 import { errorResponse } from "./http_response.ts";
 import { connectionInfo } from "./listener.ts";
 import type { Log } from "./log.ts";
@@ -28,7 +27,7 @@ export interface HttpHandlers {
    */
   admit(request: RequestInfo): Promise<unknown>;
   /** Runs a session on an accepted WebSocket. */
-  onWebSocket(ws: WebSocket, socket: Socket, request: RequestInfo, admitted: unknown): void;
+  onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown): void;
   /** Serves a plain request; absent means 405 for GET/HEAD as upstream without `--web`. */
   onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, request: RequestInfo) => void;
   /** Largest client message in bytes (close 1009 above). */
@@ -40,18 +39,11 @@ const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", 
 
 /** Creates the `node:http` server that accepted sockets are emitted into. */
 export function createHttpServer(handlers: HttpHandlers): http.Server {
-  const wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    maxPayload: handlers.maxMessageSize,
-    clientTracking: false,
-    handleProtocols: (protocols) => (protocols.has("binary") ? "binary" : false),
-  });
   const server = http.createServer({ maxHeaderSize: 16 * 1024 });
   server.keepAliveTimeout = 5000;
 
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    void handleUpgrade(wss, handlers, req, socket as Socket, head).catch((error) => {
+    void handleUpgrade(handlers, req, socket as Socket, head).catch((error) => {
       handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
       socket.destroy();
     });
@@ -87,7 +79,6 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
 }
 
 async function handleUpgrade(
-  wss: WebSocketServer,
   handlers: HttpHandlers,
   req: http.IncomingMessage,
   socket: Socket,
@@ -119,10 +110,16 @@ async function handleUpgrade(
     if (error instanceof AuthError) return writeAuthError(socket, error, request.peer);
     return reject(socket, log, error);
   }
-  if (socket.destroyed) return;
-  wss.handleUpgrade(req, socket, head, (ws) => {
-    handlers.onWebSocket(ws, socket, request, admitted);
+  if (socket.destroyed || !socket.writable) return void socket.destroy();
+  // The handshake is answered here rather than by `ws`: the session runs the streaming framer
+  // on the raw socket (see src/channel.ts and docs/decisions.md).
+  socket.setTimeout(0);
+  socket.setNoDelay(true);
+  socket.write(switchingProtocolsResponse(header(req, "sec-websocket-key") ?? "", check.protocol));
+  const channel = new WebSocketChannel(socket, head, {
+    maxMessageSize: handlers.maxMessageSize,
   });
+  handlers.onWebSocket(channel, request, admitted);
 }
 
 function reject(socket: Socket, log: Log, error: unknown): void {

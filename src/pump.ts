@@ -1,15 +1,15 @@
 /**
  * The two-way copy between a WebSocket client and a target connection, with backpressure in both
- * directions: a slow target pauses reading from the client (`ws.pause()`), a slow client pauses
+ * directions: a slow target pauses reading from the client socket, a slow client pauses
  * reading from the target (the read loop waits for the client socket's `drain`). Either side
  * ending tears down both; no queue grows past its high-water mark.
  *
  * @module
  */
 
-import type { Socket } from "node:net";
-// @ts-types="npm:@types/ws@8.18.2"
-import type { WebSocket } from "ws";
+import { Buffer } from "node:buffer";
+import { HEADER_ROOM, type WebSocketChannel } from "./channel.ts";
+import type { DataOpcode } from "./framer.ts";
 import type { Log, TrafficLog } from "./log.ts";
 import type { Recording } from "./record.ts";
 import type { TargetConnection } from "./types.ts";
@@ -23,6 +23,8 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
+/** First read size towards the client; reads that fill it grow to {@link MAX_CLIENT_MESSAGE}. */
+const SMALL_READ = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
 const COALESCE_LIMIT = 256 * 1024;
 
@@ -53,10 +55,9 @@ export interface PumpHandle {
   shutdown(): void;
 }
 
-/** Copies data both ways between `ws` (over `socket`) and `target` until either side ends. */
+/** Copies data both ways between the client `channel` and `target` until either side ends. */
 export function pump(
-  ws: WebSocket,
-  socket: Socket,
+  channel: WebSocketChannel,
   target: TargetConnection,
   options: PumpOptions,
 ): PumpHandle {
@@ -66,7 +67,8 @@ export function pump(
   const finish = (reason: PumpEnd) => (end ??= reason);
 
   // Client → target: a queue drained by one writer; the client is paused above the high-water
-  // mark, and small messages queued together go out in one write.
+  // mark, and small pieces queued together go out in one write. Pieces are views into the
+  // socket's chunks (unmasked in place), so nothing is copied unless coalesced.
   const queue: Uint8Array[] = [];
   let queued = 0;
   let writing: Promise<void> | undefined;
@@ -91,14 +93,14 @@ export function pump(
         traffic?.mark(">");
         if (paused && queued <= TARGET_LOW_WATER) {
           paused = false;
-          ws.resume();
+          channel.resume();
         }
       }
     } catch (error) {
       if (!targetClosed) {
         log.debug(`${options.targetName}: Target write failed: ${String(error)}`);
         finish("target-error");
-        ws.close(1011, "Target connection failed");
+        channel.close(1011, "Target connection failed");
         closeTarget();
       }
     } finally {
@@ -106,80 +108,84 @@ export function pump(
     }
   };
 
-  ws.on("message", (data: Buffer, isBinary: boolean) => {
-    if (!isBinary && options.strictBinary) {
-      ws.close(1003, "Unsupported: Text frames are not supported");
-      return;
-    }
-    traffic?.mark("}");
-    recording?.fromClient(data);
-    if (data.length === 0 || targetClosed) return;
-    queue.push(data);
-    queued += data.length;
-    if (!paused && queued > TARGET_HIGH_WATER) {
-      paused = true;
-      ws.pause();
-    }
-    writing ??= writeQueue();
-  });
-  ws.on("error", (error: Error) => log.debug(`Client error: ${error.message}`));
-
   // Heartbeat: ping every N seconds; no pong (or any other sign of life) within 2N drops the peer.
   let lastSeen = performance.now();
-  ws.on("pong", () => (lastSeen = performance.now()));
-  ws.on("message", () => (lastSeen = performance.now()));
   const heartbeat = options.heartbeat > 0
     ? setInterval(() => {
       if (performance.now() - lastSeen > 2 * options.heartbeat * 1000) {
         log.info(`Client sent no pong for ${2 * options.heartbeat} s: closing the session`);
         finish("heartbeat");
-        ws.terminate();
+        channel.terminate();
         return;
       }
-      ws.ping();
+      channel.ping();
     }, options.heartbeat * 1000)
     : undefined;
 
   const clientClosed = new Promise<void>((resolve) => {
-    ws.on("close", (code: number) => {
-      finish("client");
-      log.debug(`${options.targetName}: Client closed connection (code ${code})`);
-      clearInterval(heartbeat);
-      // Deliver what the client sent before its close, then close the target.
-      void (async () => {
-        while (writing) await writing;
-        closeTarget();
-        resolve();
-      })();
+    channel.start({
+      onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean) {
+        if (options.heartbeat > 0) lastSeen = performance.now();
+        if (opcode === 1 && options.strictBinary) {
+          channel.close(1003, "Unsupported: Text frames are not supported");
+          return;
+        }
+        if (fin) traffic?.mark("}");
+        if (payload.length === 0 || targetClosed) return;
+        recording?.fromClient(payload);
+        queue.push(payload);
+        queued += payload.length;
+        if (!paused && queued > TARGET_HIGH_WATER) {
+          paused = true;
+          channel.pause();
+        }
+        writing ??= writeQueue();
+      },
+      onPong() {
+        lastSeen = performance.now();
+      },
+      onClose(code: number) {
+        finish("client");
+        log.debug(`${options.targetName}: Client closed connection (code ${code})`);
+        clearInterval(heartbeat);
+        // Deliver what the client sent before its close, then close the target.
+        void (async () => {
+          while (writing) await writing;
+          closeTarget();
+          resolve();
+        })();
+      },
     });
   });
 
-  // Target → client: one read becomes one binary message; reads wait while the client is slow.
+  // Target → client: one read becomes one binary message, framed in place in the read buffer
+  // (one write, no copy); reads wait while the client is slow. Buffers start small so idle
+  // sessions stay cheap, and grow to a full message while reads fill them.
   const targetDone = (async () => {
-    const buffer = new Uint8Array(MAX_CLIENT_MESSAGE);
+    let size = SMALL_READ;
     try {
       while (!targetClosed) {
-        const count = await target.read(buffer);
+        const buffer = Buffer.allocUnsafe(HEADER_ROOM + size);
+        const count = await target.read(buffer.subarray(HEADER_ROOM));
         if (count === null) break;
         traffic?.mark("{");
-        const chunk = buffer.slice(0, count);
-        recording?.toClient(chunk);
-        if (ws.readyState !== ws.OPEN) break;
-        ws.send(chunk, { binary: true });
+        recording?.toClient(buffer.slice(HEADER_ROOM, HEADER_ROOM + count));
+        if (!channel.isOpen) break;
+        channel.sendInPlace(buffer, count);
         traffic?.mark("<");
-        if (ws.bufferedAmount > CLIENT_HIGH_WATER) await drained(socket);
+        size = count === size ? MAX_CLIENT_MESSAGE : count < SMALL_READ ? SMALL_READ : size;
+        if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
       }
       if (!targetClosed) {
         log.debug(`${options.targetName}: Target closed connection`);
         finish("target");
-        if (paused) ws.resume();
-        ws.close(1000, "Target closed");
+        channel.close(1000, "Target closed");
       }
     } catch (error) {
       if (!targetClosed) {
         log.debug(`${options.targetName}: Target read failed: ${String(error)}`);
         finish("target-error");
-        ws.close(1011, "Target connection failed");
+        channel.close(1011, "Target connection failed");
       }
     }
   })();
@@ -193,8 +199,7 @@ export function pump(
     done,
     shutdown() {
       finish("shutdown");
-      if (paused) ws.resume();
-      ws.close(1001, "Server shutting down");
+      channel.close(1001, "Server shutting down");
     },
   };
 }
@@ -222,17 +227,4 @@ function takeBatch(queue: Uint8Array[]): Uint8Array {
 async function writeAll(target: TargetConnection, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.length) offset += await target.write(data.subarray(offset));
-}
-
-function drained(socket: Socket): Promise<void> {
-  if (socket.destroyed || socket.writableLength === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      socket.off("drain", done);
-      socket.off("close", done);
-      resolve();
-    };
-    socket.on("drain", done);
-    socket.on("close", done);
-  });
 }

@@ -6,9 +6,7 @@
  * @module
  */
 
-import type { Socket } from "node:net";
-// @ts-types="npm:@types/ws@8.18.2"
-import type { WebSocket } from "ws";
+import type { WebSocketChannel } from "./channel.ts";
 import type { Config } from "./config.ts";
 import { checkOrigin } from "./auth/origin.ts";
 import { errorMessage, HttpError } from "./errors.ts";
@@ -64,11 +62,11 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
     maxMessageSize: config.limits.maxMessageSize,
     log,
     admit: (request) => admit(config, parts, request),
-    onWebSocket(ws: WebSocket, socket: Socket, request: RequestInfo, admitted: unknown) {
+    onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown) {
       const target = admitted as Target;
-      const id = connectionInfo(socket)?.id ?? 0;
+      const id = connectionInfo(channel.socket)?.id ?? 0;
       sessionCount++;
-      void runSession(ws, socket, {
+      void runSession(channel, {
         config,
         target,
         id,

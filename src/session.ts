@@ -5,9 +5,7 @@
  * @module
  */
 
-import type { Socket } from "node:net";
-// @ts-types="npm:@types/ws@8.18.2"
-import type { WebSocket } from "ws";
+import type { WebSocketChannel } from "./channel.ts";
 import type { Config } from "./config.ts";
 import { errorMessage } from "./errors.ts";
 import type { Log, TrafficLog } from "./log.ts";
@@ -33,8 +31,7 @@ export interface SessionOptions {
 
 /** Runs a session to its end; never throws. */
 export async function runSession(
-  ws: WebSocket,
-  socket: Socket,
+  channel: WebSocketChannel,
   options: SessionOptions,
 ): Promise<PumpEnd | "connect-failed"> {
   const { config, target, log } = options;
@@ -45,8 +42,7 @@ export async function runSession(
       ? `connecting to unix socket: ${target.path}${tlsSuffix}`
       : `connecting to: ${name}${tlsSuffix}`,
   );
-  // Client messages that arrive while dialling wait in ws until the pump attaches.
-  ws.pause();
+  // Client frames that arrive while dialling wait in the paused socket until the pump starts.
   let connection;
   try {
     connection = await dialTarget(target, {
@@ -55,12 +51,11 @@ export async function runSession(
     });
   } catch (error) {
     log.info(`Failed to connect to ${name}: ${errorMessage(error)}`);
-    ws.on("error", () => {});
-    ws.resume(); // The client's answer to the close frame has to be read.
-    ws.close(1011, "Failed to connect to downstream server");
+    channel.start({ onData() {}, onPong() {}, onClose() {} });
+    channel.close(1011, "Failed to connect to downstream server");
     return "connect-failed";
   }
-  if (ws.readyState !== ws.OPEN) {
+  if (!channel.isOpen) {
     connection.close();
     return "client";
   }
@@ -72,7 +67,7 @@ export async function runSession(
       return undefined;
     });
   }
-  const handle = pump(ws, socket, connection, {
+  const handle = pump(channel, connection, {
     strictBinary: config.strictBinary,
     heartbeat: config.limits.heartbeat,
     recording,
@@ -80,7 +75,6 @@ export async function runSession(
     log,
     targetName: name,
   });
-  ws.resume();
   options.onStart?.(handle);
   const end = await handle.done;
   await recording?.close();

@@ -1,0 +1,198 @@
+/**
+ * The server end of an accepted WebSocket on its raw socket: {@link FrameReader} for what the
+ * client sends, single-write frames for what it receives, and `ws`'s close semantics (a client's
+ * close code is echoed, a server close waits for the client's answer, protocol violations close
+ * with the reader's code). Replaces `ws`'s `WebSocket` on the hot path: payload goes to the
+ * session piece by piece, never reassembled into messages.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import type { Socket } from "node:net";
+import {
+  type DataOpcode,
+  encodeCloseFrame,
+  encodePingFrame,
+  encodePongFrame,
+  frameHeaderSize,
+  FrameReader,
+  OPCODE,
+  writeFrameHeader,
+} from "./framer.ts";
+
+/** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
+export const HEADER_ROOM = 10;
+
+/** How long a server-initiated close waits for the client's close frame (as `ws`). */
+const CLOSE_TIMEOUT_MS = 30_000;
+
+/** What a channel reports to its session. */
+export interface ChannelHandlers {
+  /** A piece of a client message (see {@link FrameReader}); `fin` ends the message. */
+  onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void;
+  /** The client answered a ping. */
+  onPong(): void;
+  /** The connection is gone; `code` is the client's close code, 1005 (none) or 1006 (dropped). */
+  onClose(code: number): void;
+}
+
+/** Options of {@link WebSocketChannel}. */
+export interface ChannelOptions {
+  /** Largest client message in bytes (close 1009 above); 0 means no limit. */
+  readonly maxMessageSize: number;
+}
+
+/** A WebSocket connection after the 101 response, driven by the framer. */
+export class WebSocketChannel {
+  /** The client's socket. */
+  readonly socket: Socket;
+  #reader: FrameReader;
+  #handlers: ChannelHandlers | undefined;
+  #closeSent = false;
+  #closeCode = 1006;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #head: Uint8Array;
+
+  /**
+   * Takes over `socket` (paused until {@link start}); `head` holds bytes read past the request
+   * headers.
+   */
+  constructor(socket: Socket, head: Uint8Array, options: ChannelOptions) {
+    this.socket = socket;
+    this.#head = head;
+    socket.pause();
+    this.#reader = new FrameReader({
+      maxMessageSize: options.maxMessageSize,
+      onData: (payload, opcode, fin) => {
+        if (!this.#closeSent) this.#handlers?.onData(payload, opcode, fin);
+      },
+      onControl: (opcode, payload) => this.#control(opcode, payload),
+      onError: (code) => {
+        this.#closeCode = code;
+        this.close(code);
+        this.socket.end();
+      },
+    });
+  }
+
+  /** Whether data may still be sent: no close frame sent and the socket is writable. */
+  get isOpen(): boolean {
+    return !this.#closeSent && !this.socket.destroyed && this.socket.writable;
+  }
+
+  /** Bytes queued in user space towards the client. */
+  get bufferedAmount(): number {
+    return this.socket.writableLength;
+  }
+
+  /** Starts reading client frames into `handlers`. */
+  start(handlers: ChannelHandlers): void {
+    this.#handlers = handlers;
+    const socket = this.socket;
+    socket.on("data", (chunk: Buffer) => this.#reader.push(chunk));
+    socket.on("end", () => socket.end());
+    socket.on("error", () => socket.destroy());
+    socket.once("close", () => {
+      clearTimeout(this.#closeTimer);
+      handlers.onClose(this.#closeCode);
+    });
+    if (this.#head.length > 0) this.#reader.push(this.#head);
+    this.#head = new Uint8Array(0);
+    socket.resume();
+  }
+
+  /** Stops reading from the client (backpressure towards the target). */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  /** Resumes reading from the client. */
+  resume(): void {
+    if (!this.#reader.done) this.socket.resume();
+  }
+
+  /** Sends `payload` as one binary message. */
+  send(payload: Uint8Array): void {
+    if (!this.isOpen) return;
+    const headerSize = frameHeaderSize(payload.length);
+    const frame = Buffer.allocUnsafe(headerSize + payload.length);
+    writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
+    frame.set(payload, headerSize);
+    this.socket.write(frame);
+  }
+
+  /**
+   * Sends `buffer[HEADER_ROOM, HEADER_ROOM + length)` as one binary message, writing the header
+   * into the room before it: one write, no copy. The channel keeps `buffer` until written.
+   */
+  sendInPlace(buffer: Uint8Array, length: number): void {
+    if (!this.isOpen) return;
+    const start = writeFrameHeader(buffer, HEADER_ROOM, OPCODE.binary, length);
+    this.socket.write(buffer.subarray(start, HEADER_ROOM + length));
+  }
+
+  /** Sends a ping. */
+  ping(): void {
+    if (this.isOpen) this.socket.write(encodePingFrame());
+  }
+
+  /**
+   * Sends a close frame (once) and closes the connection when the client answers, or after
+   * 30 s without an answer.
+   */
+  close(code?: number, reason?: string): void {
+    if (this.#closeSent || this.socket.destroyed) return;
+    this.#closeSent = true;
+    if (this.socket.writable) this.socket.write(encodeCloseFrame(code, reason));
+    if (this.#reader.done) {
+      this.socket.end();
+      return;
+    }
+    // The client's answer has to be read even if the session had paused the socket.
+    this.socket.resume();
+    this.#closeTimer = setTimeout(() => this.socket.destroy(), CLOSE_TIMEOUT_MS);
+  }
+
+  /** Drops the connection without a close frame. */
+  terminate(): void {
+    this.socket.destroy();
+  }
+
+  /** Resolves when the socket has flushed its user-space queue (or is gone). */
+  drained(): Promise<void> {
+    const socket = this.socket;
+    if (socket.destroyed || socket.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
+  }
+
+  #control(opcode: number, payload: Uint8Array): void {
+    if (opcode === OPCODE.ping) {
+      if (this.isOpen) this.socket.write(encodePongFrame(payload));
+      this.#handlers?.onPong();
+    } else if (opcode === OPCODE.pong) {
+      this.#handlers?.onPong();
+    } else {
+      // Close: echo the client's code and reason, as ws does, then end the connection.
+      const code = payload.length >= 2 ? (payload[0]! << 8) | payload[1]! : 1005;
+      this.#closeCode = code;
+      if (!this.#closeSent) {
+        this.#closeSent = true;
+        const reason = new TextDecoder().decode(payload.subarray(2));
+        if (this.socket.writable) {
+          this.socket.write(code === 1005 ? encodeCloseFrame() : encodeCloseFrame(code, reason));
+        }
+      }
+      clearTimeout(this.#closeTimer);
+      this.socket.end();
+    }
+  }
+}
