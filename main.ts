@@ -11,6 +11,7 @@ import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, getLog, setupLogging } from "./src/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
+import { forkWorkers, workerRole } from "./src/workers.ts";
 
 const encoder = new TextEncoder();
 
@@ -51,24 +52,44 @@ async function main(): Promise<number> {
     Deno.stdout.writeSync(encoder.encode(parsed.text));
     return 0;
   }
-  const config = parsed.config;
+  let config = parsed.config;
+  const multi = config.workers > 1;
+  if (multi && config.listen.kind !== "tcp") {
+    fail(2, "--workers needs a TCP listen address: drop --workers or --unix-listen");
+  }
+  const role = multi ? workerRole() : { kind: "primary" as const };
+  if (role.kind === "worker" && config.listen.kind === "tcp") {
+    config = { ...config, listen: { ...config.listen, port: role.port } };
+  }
   await setupLogging(config.log);
   const log = getLog("main");
   let server;
   try {
-    server = await startServer(config, await loadParts(config));
+    server = await startServer(config, await loadParts(config), {
+      reusePort: multi,
+      banner: role.kind === "primary",
+    });
   } catch (error) {
     await closeLogging();
     if (error instanceof ConfigError) fail(2, error.message);
     if (error instanceof StartupError) fail(1, error.message);
     fail(1, errorMessage(error));
   }
+  const workers = multi && role.kind === "primary"
+    ? forkWorkers(
+      config.workers - 1,
+      Number(server.address.slice(server.address.lastIndexOf(":") + 1)),
+      log,
+    )
+    : undefined;
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
       void server.shutdown(`Got ${signal}: closing sessions and exiting`);
+      void workers?.stop();
     });
   }
   const code = await server.finished;
+  await workers?.stop();
   log.debug("Exiting");
   await closeLogging();
   return code;

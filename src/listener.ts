@@ -45,6 +45,8 @@ export interface ListenerOptions {
   readonly onConnection: (socket: net.Socket, info: ConnectionInfo) => void;
   /** Called whenever the number of open connections changes. */
   readonly onCountChange?: (count: number) => void;
+  /** Bind with `SO_REUSEPORT` so that `--workers` processes share the port. @default false */
+  readonly reusePort?: boolean;
   readonly log: Log;
 }
 
@@ -121,7 +123,13 @@ export class Listener {
         return;
       }
       const host = listen.host !== "" ? listen.host : listen.preferIpv6 ? "::" : "0.0.0.0";
-      server.listen({ host, port: listen.port, backlog: 511, ipv6Only: false });
+      server.listen({
+        host,
+        port: listen.port,
+        backlog: 511,
+        ipv6Only: false,
+        reusePort: this.#options.reusePort ?? false,
+      });
       await Promise.race([once(server, "listening"), failed]);
       const address = server.address() as net.AddressInfo;
       this.address = address.family === "IPv6"

@@ -23,8 +23,13 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
-/** First read size towards the client; reads that fill it grow to {@link MAX_CLIENT_MESSAGE}. */
-const SMALL_READ = 16 * 1024;
+/**
+ * First read size towards the client; reads that fill it grow to {@link MAX_CLIENT_MESSAGE}.
+ * Small enough for `Buffer.allocUnsafe`'s shared pool, so idle and chatty sessions stay cheap.
+ */
+const SMALL_READ = 2048 - HEADER_ROOM;
+/** Pieces at least this large are written on their own, never copied into a batch. */
+const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
 const COALESCE_LIMIT = 256 * 1024;
 
@@ -206,15 +211,18 @@ export function pump(
 
 function takeBatch(queue: Uint8Array[]): Uint8Array {
   const first = queue.shift() as Uint8Array;
-  if (queue.length === 0 || first.length >= COALESCE_LIMIT) return first;
+  // Large pieces go out as they are: copying them costs more than the extra write.
+  if (queue.length === 0 || first.length >= COALESCE_PIECE) return first;
   let size = first.length;
   let count = 0;
-  while (count < queue.length && size + (queue[count] as Uint8Array).length <= COALESCE_LIMIT) {
-    size += (queue[count] as Uint8Array).length;
+  while (count < queue.length) {
+    const length = (queue[count] as Uint8Array).length;
+    if (length >= COALESCE_PIECE || size + length > COALESCE_LIMIT) break;
+    size += length;
     count++;
   }
   if (count === 0) return first;
-  const batch = new Uint8Array(size);
+  const batch = Buffer.allocUnsafe(size);
   batch.set(first, 0);
   let offset = first.length;
   for (const part of queue.splice(0, count)) {

@@ -42,8 +42,20 @@ export interface ServerParts {
 /** How long sessions get to close after a shutdown starts. */
 const SHUTDOWN_GRACE_MS = 3000;
 
+/** How a process of a `--workers` group starts its server. */
+export interface StartOptions {
+  /** Bind with `SO_REUSEPORT` (every process of a `--workers` group). @default false */
+  readonly reusePort?: boolean;
+  /** Print the start-up banner (only the first process of a group does). @default true */
+  readonly banner?: boolean;
+}
+
 /** Starts the proxy described by `config`. */
-export async function startServer(config: Config, parts: ServerParts = {}): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  parts: ServerParts = {},
+  start: StartOptions = {},
+): Promise<RunningServer> {
   const log = getLog("proxy");
   const traffic = config.log.traffic ? new TrafficLog() : undefined;
   const sessions = new Set<PumpHandle>();
@@ -107,6 +119,7 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
       // The sniffer paused the socket; node:http only attaches listeners.
       socket.resume();
     },
+    reusePort: start.reusePort ?? false,
     onCountChange: (count) => {
       armIdleTimer(count);
       checkDrained();
@@ -114,7 +127,7 @@ export async function startServer(config: Config, parts: ServerParts = {}): Prom
   });
   armIdleTimer(0);
 
-  printBanner(log, config, listener.address, parts);
+  if (start.banner ?? true) printBanner(log, config, listener.address, parts);
 
   let acceptTimer: ReturnType<typeof setTimeout> | undefined;
   if (config.limits.timeout > 0) {

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import { clientFrame, deadline, RawClient } from "./_perf_helpers.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+function echoServer(): Promise<net.Server> {
+  const server = net.createServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    socket.on("data", (data) => socket.write(data));
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+    if (text) found.push(...text.split(/\s+/).map(Number));
+  }
+  return found;
+}
+
+function socketCount(pid: number): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("--workers 2 serves one port from two processes and stops both on SIGTERM", async () => {
+  const target = await echoServer();
+  const targetPort = (target.address() as net.AddressInfo).port;
+  const proxy = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "--unstable-net",
+      MAIN,
+      "--workers",
+      "2",
+      "127.0.0.1:0",
+      `127.0.0.1:${targetPort}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const clients: RawClient[] = [];
+  try {
+    const reader = proxy.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const port = await deadline(
+      (async () => {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`The proxy exited early: ${text}`);
+          text += value;
+          const match = text.match(/Listen on 127\.0\.0\.1:(\d+)/);
+          if (match) return Number(match[1]);
+        }
+      })(),
+      20_000,
+      "the proxy's banner",
+    );
+    void (async () => {
+      while (!(await reader.read()).done) { /* drain */ }
+    })();
+    // The forked worker binds the same port; wait until it is up.
+    let workers: number[] = [];
+    const until = Date.now() + 15_000;
+    while (Date.now() < until) {
+      workers = childrenOf(proxy.pid);
+      if (workers.length === 1 && socketCount(workers[0]!) >= 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(workers.length, 1, "one forked worker");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = [socketCount(proxy.pid), socketCount(workers[0]!)];
+    for (let index = 0; index < 40; index++) {
+      const client = await RawClient.open(port);
+      clients.push(client);
+      await client.write(clientFrame(2, `hello ${index}`));
+      const frame = await deadline(client.readFrame(), 5000, "echo");
+      assert.equal(new TextDecoder().decode(frame?.payload), `hello ${index}`);
+    }
+    const after = [socketCount(proxy.pid), socketCount(workers[0]!)];
+    // Each session holds two sockets (client and target) in the process that accepted it.
+    assert.ok(after[0]! - before[0]! >= 2, `the first process served none: ${before} → ${after}`);
+    assert.ok(after[1]! - before[1]! >= 2, `the worker served none: ${before} → ${after}`);
+
+    proxy.kill("SIGTERM");
+    const closeCodes = await Promise.all(
+      clients.map((client) => deadline(client.readCloseCode(), 10_000, "close on shutdown")),
+    );
+    assert.ok(closeCodes.every((code) => code === 1001), `close codes ${closeCodes}`);
+    const status = await deadline(proxy.status, 10_000, "the proxy's exit");
+    assert.equal(status.code, 0);
+    assert.equal(alive(workers[0]!), false, "the worker exited too");
+  } finally {
+    for (const client of clients) client.close();
+    try {
+      proxy.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await proxy.status;
+    await new Promise((resolve) => target.close(resolve));
+  }
+});
