@@ -28,6 +28,8 @@ const CLIENT_HIGH_WATER = 1024 * 1024;
  * Small enough for `Buffer.allocUnsafe`'s shared pool, so idle and chatty sessions stay cheap.
  */
 const SMALL_READ = 2048 - HEADER_ROOM;
+/** Full-size read buffers kept for reuse per session. */
+const SPARE_BUFFERS = 2;
 /** Pieces at least this large are written on their own, never copied into a batch. */
 const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
@@ -168,15 +170,22 @@ export function pump(
   // sessions stay cheap, and grow to a full message while reads fill them.
   const targetDone = (async () => {
     let size = SMALL_READ;
+    // Full-size buffers whose write has completed; allocating 64 KiB costs about as much as
+    // framing it, so they are reused.
+    const spares: Buffer[] = [];
+    const recycle = (buffer: Buffer) => () => {
+      if (spares.length < SPARE_BUFFERS) spares.push(buffer);
+    };
     try {
       while (!targetClosed) {
-        const buffer = Buffer.allocUnsafe(HEADER_ROOM + size);
+        const full = size === MAX_CLIENT_MESSAGE;
+        const buffer = (full ? spares.pop() : undefined) ?? Buffer.allocUnsafe(HEADER_ROOM + size);
         const count = await target.read(buffer.subarray(HEADER_ROOM));
         if (count === null) break;
         traffic?.mark("{");
         recording?.toClient(buffer.slice(HEADER_ROOM, HEADER_ROOM + count));
         if (!channel.isOpen) break;
-        channel.sendInPlace(buffer, count);
+        channel.sendInPlace(buffer, count, full ? recycle(buffer) : undefined);
         traffic?.mark("<");
         size = count === size ? MAX_CLIENT_MESSAGE : count < SMALL_READ ? SMALL_READ : size;
         if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
