@@ -63,7 +63,19 @@ async function main(): Promise<number> {
   }
   await setupLogging(config.log);
   const log = getLog("main");
-  let server;
+  // Signals are handled from here on, also while starting: a --workers process must never die
+  // of a SIGTERM's default action (its sessions would get no close frame).
+  let stopSignal: string | undefined;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  let workers: ReturnType<typeof forkWorkers> | undefined;
+  const stop = (signal: string) => {
+    stopSignal ??= signal;
+    void server?.shutdown(`Got ${signal}: closing sessions and exiting`);
+    void workers?.stop();
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stop(signal));
+  }
   try {
     server = await startServer(config, await loadParts(config), {
       reusePort: multi,
@@ -75,19 +87,11 @@ async function main(): Promise<number> {
     if (error instanceof StartupError) fail(1, error.message);
     fail(1, errorMessage(error));
   }
-  const workers = multi && role.kind === "primary"
-    ? forkWorkers(
-      config.workers - 1,
-      Number(server.address.slice(server.address.lastIndexOf(":") + 1)),
-      log,
-    )
-    : undefined;
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => {
-      void server.shutdown(`Got ${signal}: closing sessions and exiting`);
-      void workers?.stop();
-    });
+  if (multi && role.kind === "primary" && stopSignal === undefined) {
+    const port = Number(server.address.slice(server.address.lastIndexOf(":") + 1));
+    workers = forkWorkers(config.workers - 1, port, log);
   }
+  if (stopSignal !== undefined) stop(stopSignal);
   const code = await server.finished;
   await workers?.stop();
   log.debug("Exiting");

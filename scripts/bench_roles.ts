@@ -54,7 +54,8 @@ function startTarget(): void {
     };
     socket.on("data", onData);
   });
-  server.listen(0, "127.0.0.1", () => {
+  // A deep backlog: the proxy dials thousands of sessions at once in the concurrency tests.
+  server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
     print({ port: (server.address() as net.AddressInfo).port });
   });
 }
@@ -421,19 +422,31 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
   const counts = new Array<number>(opened.length).fill(0);
   let running = true;
   let measuring = false;
+  let started = 0;
+  let resolveAllStarted = () => {};
+  const allStarted = new Promise<void>((resolve) => (resolveAllStarted = resolve));
   opened.forEach((connection, index) => {
     let have = 0;
+    let first = true;
     connection.onBytes = (bytes) => {
       have += bytes;
       while (have >= size) {
         have -= size;
+        if (first) {
+          first = false;
+          if (++started === opened.length) resolveAllStarted();
+        }
         if (measuring) counts[index]!++;
         if (running) connection.socket.write(frame);
       }
     };
     connection.socket.write(frame);
   });
-  await sleep(500);
+  // Measure the steady state: every session has its target connection and one echo behind it.
+  const startWait = performance.now();
+  await withTimeout(allStarted, 20_000).catch(() => {});
+  const firstEchoSeconds = (performance.now() - startWait) / 1000;
+  await sleep(300);
   measuring = true;
   await sleep(windowMs);
   measuring = false;
@@ -448,6 +461,7 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
     opened: opened.length,
     failed,
     openRate: opened.length / openSeconds,
+    firstEchoSeconds,
     ...memory,
   };
 }

@@ -170,8 +170,10 @@ export function pump(
   // sessions stay cheap, and grow to a full message while reads fill them.
   const targetDone = (async () => {
     let size = SMALL_READ;
-    // Full-size buffers whose write has completed; allocating 64 KiB costs about as much as
-    // framing it, so they are reused.
+    // Small reads land in one per-session buffer and are copied out at their real size (a chat
+    // of short messages would otherwise leave 2 KiB of garbage per message). Full-size buffers
+    // whose write has completed are reused: allocating 64 KiB costs about as much as framing it.
+    const small = Buffer.allocUnsafeSlow(HEADER_ROOM + SMALL_READ);
     const spares: Buffer[] = [];
     const recycle = (buffer: Buffer) => () => {
       if (spares.length < SPARE_BUFFERS) spares.push(buffer);
@@ -179,10 +181,15 @@ export function pump(
     try {
       while (!targetClosed) {
         const full = size === MAX_CLIENT_MESSAGE;
-        const buffer = (full ? spares.pop() : undefined) ?? Buffer.allocUnsafe(HEADER_ROOM + size);
+        let buffer = full ? spares.pop() ?? Buffer.allocUnsafe(HEADER_ROOM + size) : small;
         const count = await target.read(buffer.subarray(HEADER_ROOM));
         if (count === null) break;
         traffic?.mark("{");
+        if (!full) {
+          const copy = Buffer.allocUnsafe(HEADER_ROOM + count);
+          copy.set(buffer.subarray(HEADER_ROOM, HEADER_ROOM + count), HEADER_ROOM);
+          buffer = copy;
+        }
         recording?.toClient(buffer.slice(HEADER_ROOM, HEADER_ROOM + count));
         if (!channel.isOpen) break;
         channel.sendInPlace(buffer, count, full ? recycle(buffer) : undefined);

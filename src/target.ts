@@ -7,6 +7,7 @@
 
 import type { TargetTlsConfig } from "./config.ts";
 import { errorMessage, TargetError } from "./errors.ts";
+import { SocketConnection } from "./socket_target.ts";
 import type { Target, TargetConnection } from "./types.ts";
 
 /** Options of {@link dialTarget}. */
@@ -58,10 +59,8 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
       timeoutMs: options.timeoutMs,
     });
   }
-  const connection = await Deno.connect({ hostname: target.host, port: target.port });
-  connection.setNoDelay(true);
-  connection.setKeepAlive(true);
-  return connection;
+  // node:net rather than Deno.connect: fair with thousands of sessions (src/socket_target.ts).
+  return await SocketConnection.connect({ host: target.host, port: target.port });
 }
 
 async function wrapErrors(connecting: Promise<TargetConnection>): Promise<TargetConnection> {

@@ -62,8 +62,11 @@ export function forkWorkers(count: number, port: number, log: Log): WorkerGroup 
     async stop() {
       stopping = true;
       for (const worker of workers) {
+        // Deno.kill, not worker.process.kill(): the latter ends the worker at once in Deno
+        // 2.9.6 (exit by signal, its SIGTERM listener never gets to close its sessions).
+        const pid = worker.process.pid;
         try {
-          worker.process.kill("SIGTERM");
+          if (pid !== undefined) Deno.kill(pid, "SIGTERM");
         } catch {
           // Already gone.
         }
