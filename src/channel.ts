@@ -24,6 +24,9 @@ import {
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
 
+/** Payloads up to this size are copied behind their header rather than written separately. */
+const COPY_LIMIT = 2048;
+
 /** How long a server-initiated close waits for the client's close frame (as `ws`). */
 const CLOSE_TIMEOUT_MS = 30_000;
 
@@ -112,14 +115,27 @@ export class WebSocketChannel {
     if (!this.#reader.done) this.socket.resume();
   }
 
-  /** Sends `payload` as one binary message. */
+  /**
+   * Sends `payload` as one binary message. Small payloads are copied behind the header (one
+   * buffer); large ones go out as header and payload in one corked write, without a copy. The
+   * socket holds `payload` until written.
+   */
   send(payload: Uint8Array): void {
     if (!this.isOpen) return;
     const headerSize = frameHeaderSize(payload.length);
-    const frame = Buffer.allocUnsafe(headerSize + payload.length);
-    writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
-    frame.set(payload, headerSize);
-    this.socket.write(frame);
+    if (payload.length <= COPY_LIMIT) {
+      const frame = Buffer.allocUnsafe(headerSize + payload.length);
+      writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
+      frame.set(payload, headerSize);
+      this.socket.write(frame);
+      return;
+    }
+    const header = Buffer.allocUnsafe(headerSize);
+    writeFrameHeader(header, headerSize, OPCODE.binary, payload.length);
+    this.socket.cork();
+    this.socket.write(header);
+    this.socket.write(payload);
+    this.socket.uncork();
   }
 
   /**

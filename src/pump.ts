@@ -8,7 +8,8 @@
  */
 
 import { Buffer } from "node:buffer";
-import { HEADER_ROOM, type WebSocketChannel } from "./channel.ts";
+import type { WebSocketChannel } from "./channel.ts";
+import { SocketConnection } from "./socket_target.ts";
 import type { DataOpcode } from "./framer.ts";
 import type { Log, TrafficLog } from "./log.ts";
 import type { Recording } from "./record.ts";
@@ -23,13 +24,6 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
-/**
- * First read size towards the client; reads that fill it grow to {@link MAX_CLIENT_MESSAGE}.
- * Small enough for `Buffer.allocUnsafe`'s shared pool, so idle and chatty sessions stay cheap.
- */
-const SMALL_READ = 2048 - HEADER_ROOM;
-/** Full-size read buffers kept for reuse per session. */
-const SPARE_BUFFERS = 2;
 /** Pieces at least this large are written on their own, never copied into a batch. */
 const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
@@ -165,36 +159,19 @@ export function pump(
     });
   });
 
-  // Target → client: one read becomes one binary message, framed in place in the read buffer
-  // (one write, no copy); reads wait while the client is slow. Buffers start small so idle
-  // sessions stay cheap, and grow to a full message while reads fill them.
+  // Target → client: each chunk the target delivers (at most 64 KiB) becomes one binary message;
+  // reads wait while the client is slow. No buffer is held while the target is quiet.
   const targetDone = (async () => {
-    let size = SMALL_READ;
-    // Small reads land in one per-session buffer and are copied out at their real size (a chat
-    // of short messages would otherwise leave 2 KiB of garbage per message). Full-size buffers
-    // whose write has completed are reused: allocating 64 KiB costs about as much as framing it.
-    const small = Buffer.allocUnsafeSlow(HEADER_ROOM + SMALL_READ);
-    const spares: Buffer[] = [];
-    const recycle = (buffer: Buffer) => () => {
-      if (spares.length < SPARE_BUFFERS) spares.push(buffer);
-    };
+    const reader = chunkReader(target);
     try {
       while (!targetClosed) {
-        const full = size === MAX_CLIENT_MESSAGE;
-        let buffer = full ? spares.pop() ?? Buffer.allocUnsafe(HEADER_ROOM + size) : small;
-        const count = await target.read(buffer.subarray(HEADER_ROOM));
-        if (count === null) break;
+        const chunk = await reader();
+        if (chunk === null) break;
         traffic?.mark("{");
-        if (!full) {
-          const copy = Buffer.allocUnsafe(HEADER_ROOM + count);
-          copy.set(buffer.subarray(HEADER_ROOM, HEADER_ROOM + count), HEADER_ROOM);
-          buffer = copy;
-        }
-        recording?.toClient(buffer.slice(HEADER_ROOM, HEADER_ROOM + count));
+        recording?.toClient(chunk);
         if (!channel.isOpen) break;
-        channel.sendInPlace(buffer, count, full ? recycle(buffer) : undefined);
+        channel.send(chunk);
         traffic?.mark("<");
-        size = count === size ? MAX_CLIENT_MESSAGE : count < SMALL_READ ? SMALL_READ : size;
         if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
       }
       if (!targetClosed) {
@@ -222,6 +199,20 @@ export function pump(
       finish("shutdown");
       channel.close(1001, "Server shutting down");
     },
+  };
+}
+
+/**
+ * Reads the target a chunk at a time: without copying from a {@link SocketConnection}, otherwise
+ * through a per-session buffer (copied out, since the chunk outlives the next read).
+ */
+function chunkReader(target: TargetConnection): () => Promise<Uint8Array | null> {
+  if (target instanceof SocketConnection) return () => target.readChunk(MAX_CLIENT_MESSAGE);
+  let buffer: Uint8Array | undefined;
+  return async () => {
+    buffer ??= new Uint8Array(MAX_CLIENT_MESSAGE);
+    const count = await target.read(buffer);
+    return count === null ? null : buffer.slice(0, count);
   };
 }
 

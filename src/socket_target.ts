@@ -70,13 +70,44 @@ export class SocketConnection implements TargetConnection {
     wake?.();
   }
 
-  /** Copies buffered bytes into `buffer`; waits for data; `null` at end of stream. */
-  async read(buffer: Uint8Array): Promise<number | null> {
+  async #waitForData(): Promise<boolean> {
     while (this.#chunks.length === 0) {
       if (this.#failure) throw this.#failure;
-      if (this.#ended) return null;
+      if (this.#ended) return false;
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
+    return true;
+  }
+
+  /**
+   * Returns the next received chunk as the socket delivered it (no copy, at most `limit` bytes),
+   * or `null` at end of stream. Unlike {@link read}, no buffer is held while waiting, which keeps
+   * idle sessions small.
+   */
+  async readChunk(limit: number): Promise<Uint8Array | null> {
+    if (!await this.#waitForData()) return null;
+    const chunk = this.#chunks[0]!;
+    const end = Math.min(chunk.length, this.#offset + limit);
+    const piece = chunk.subarray(this.#offset, end);
+    this.#offset = end;
+    if (end === chunk.length) {
+      this.#chunks.shift();
+      this.#offset = 0;
+    }
+    this.#consumed(piece.length);
+    return piece;
+  }
+
+  #consumed(count: number): void {
+    this.#buffered -= count;
+    if (this.#buffered <= HIGH_WATER && this.#socket.isPaused() && !this.#ended) {
+      this.#socket.resume();
+    }
+  }
+
+  /** Copies buffered bytes into `buffer`; waits for data; `null` at end of stream. */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    if (!await this.#waitForData()) return null;
     let count = 0;
     while (count < buffer.length && this.#chunks.length > 0) {
       const chunk = this.#chunks[0]!;
@@ -89,10 +120,7 @@ export class SocketConnection implements TargetConnection {
         this.#offset = 0;
       }
     }
-    this.#buffered -= count;
-    if (this.#buffered <= HIGH_WATER && this.#socket.isPaused() && !this.#ended) {
-      this.#socket.resume();
-    }
+    this.#consumed(count);
     return count;
   }
 

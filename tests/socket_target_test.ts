@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import { SocketConnection } from "../src/socket_target.ts";
+import { concatBytes, deadline } from "./_perf_helpers.ts";
+
+async function serve(onSocket: (socket: net.Socket) => void): Promise<net.Server> {
+  const server = net.createServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    onSocket(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return server;
+}
+
+function portOf(server: net.Server): number {
+  return (server.address() as net.AddressInfo).port;
+}
+
+Deno.test("SocketConnection.read() and readChunk() deliver every byte, then null", async () => {
+  const sent = new Uint8Array(300_000).map((_, i) => i * 7);
+  const server = await serve((socket) => socket.end(sent));
+  try {
+    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const parts: Uint8Array[] = [];
+    const buffer = new Uint8Array(1000);
+    for (let turn = 0; turn < 10_000; turn++) {
+      if (turn % 2 === 0) {
+        const count = await deadline(connection.read(buffer), 5000, "read");
+        if (count === null) break;
+        parts.push(buffer.slice(0, count));
+      } else {
+        const chunk = await deadline(connection.readChunk(4096), 5000, "readChunk");
+        if (chunk === null) break;
+        assert.ok(chunk.length <= 4096);
+        parts.push(chunk.slice());
+      }
+    }
+    assert.deepEqual(concatBytes(parts), sent);
+    assert.equal(await connection.read(buffer), null);
+    connection.close();
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+Deno.test("SocketConnection.close() still delivers what write() accepted", async () => {
+  const received: Uint8Array[] = [];
+  let resolveEnd = () => {};
+  const ended = new Promise<void>((resolve) => (resolveEnd = resolve));
+  const server = await serve((socket) => {
+    socket.on("data", (chunk: Uint8Array) => received.push(chunk));
+    socket.on("close", () => resolveEnd());
+  });
+  try {
+    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const data = new Uint8Array(4 * 1024 * 1024).fill(9);
+    const writing = connection.write(data);
+    connection.close();
+    await writing.catch(() => {});
+    await deadline(ended, 10_000, "the server to see the connection close");
+    assert.equal(concatBytes(received).length, data.length);
+    await assert.rejects(connection.read(new Uint8Array(10)));
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+Deno.test("SocketConnection.connect() rejects when nothing listens", async () => {
+  const server = await serve(() => {});
+  const port = portOf(server);
+  await new Promise((resolve) => server.close(resolve));
+  await assert.rejects(SocketConnection.connect({ host: "127.0.0.1", port }));
+});
