@@ -37,6 +37,9 @@ export interface TestPki {
   readonly otherCaCert: string;
   readonly otherServerCert: string;
   readonly otherServerKey: string;
+  /** Signed by the CA, but for the name `wrong.invalid` only. */
+  readonly wrongNameCert: string;
+  readonly wrongNameKey: string;
   /** Removes the directory. */
   cleanup(): Promise<void>;
 }
@@ -137,6 +140,13 @@ export async function makeTestPki(): Promise<TestPki> {
     issued(dir, "alice", "/CN=alice/O=Websockify Tests", "ca", CLIENT_EXT),
     issued(dir, "bob", "/CN=bob/O=Websockify Tests", "ca", CLIENT_EXT),
     issued(dir, "other-server", "/CN=localhost", "other-ca", SERVER_EXT),
+    issued(
+      dir,
+      "wrong-name",
+      "/CN=wrong.invalid",
+      "ca",
+      `${LEAF_EXT}subjectAltName=DNS:wrong.invalid\n`,
+    ),
   ]);
   const keyPassword = "correct horse";
   await openssl(dir, [
@@ -175,6 +185,8 @@ export async function makeTestPki(): Promise<TestPki> {
     otherCaCert: path("other-ca.pem"),
     otherServerCert: path("other-server.pem"),
     otherServerKey: path("other-server.key"),
+    wrongNameCert: path("wrong-name.pem"),
+    wrongNameKey: path("wrong-name.key"),
     cleanup: () => Deno.remove(dir, { recursive: true }),
   };
 }
