@@ -15,12 +15,12 @@
 import { X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
-import { getLogger } from "@logtape/logtape";
 import type { TargetTlsConfig } from "./config.ts";
 import { ConfigError, errorMessage, TargetError } from "./errors.ts";
+import { getLog } from "./log.ts";
 import type { TargetConnection } from "./types.ts";
 
-const log = getLogger(["websockify", "tls"]);
+const log = getLog("tls");
 
 /** Configurations whose `--ssl-target-insecure` warning was already logged. */
 const warned = new WeakSet<TargetTlsConfig>();
@@ -148,7 +148,7 @@ function dialInsecure(host: string, port: number, where: string): Promise<Target
     socket.once("secureConnect", () => {
       socket.off("error", onError);
       if (!socket.authorized) {
-        log.debug`Unverified TLS target ${where}: ${String(socket.authorizationError)}`;
+        log.debug(`Unverified TLS target ${where}: ${String(socket.authorizationError)}`);
       }
       socket.setNoDelay(true);
       socket.setKeepAlive(true);
@@ -218,7 +218,7 @@ function warnInsecure(config: TargetTlsConfig): void {
   const text = "WARNING: --ssl-target-insecure: target TLS certificates are NOT verified; " +
     "anyone on the network path can impersonate the target and read the sessions. Use " +
     "--ssl-target-ca FILE instead wherever possible";
-  log.warn`${text}`;
+  log.warn(text);
 }
 
 /**

@@ -22,12 +22,12 @@ import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { basename, dirname } from "node:path";
 import type net from "node:net";
 import tls from "node:tls";
-import { getLogger } from "@logtape/logtape";
 import type { TlsConfig } from "./config.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
+import { getLog } from "./log.ts";
 import type { ClientIdentity } from "./types.ts";
 
-const log = getLogger(["websockify", "tls"]);
+const log = getLog("tls");
 
 /** `--ssl-version` → `minVersion` of the secure context; `undefined` keeps the runtime's. */
 const MIN_VERSIONS: Readonly<Record<TlsConfig["minVersion"], tls.SecureVersion | undefined>> = {
@@ -179,7 +179,7 @@ export class ServerTls {
     return new Promise((resolve, reject) => {
       const secure = new tls.TLSSocket(socket, this.socketOptions());
       // Stays attached: an error after the handshake must never be an uncaught exception.
-      secure.on("error", (error) => log.debug`TLS socket error: ${error.message}`);
+      secure.on("error", (error) => log.debug(`TLS socket error: ${error.message}`));
       const finish = (error: TlsHandshakeError | undefined) => {
         clearTimeout(timer);
         secure.off("secure", onSecure).off("error", onError).off("close", onClose);
@@ -231,19 +231,21 @@ export class ServerTls {
     try {
       const material = await loadMaterial(this.#config, this.#material.fingerprint);
       if (material === undefined) {
-        log.debug`TLS files unchanged, nothing to reload`;
+        log.debug(`TLS files unchanged, nothing to reload`);
         return "unchanged";
       }
       this.#material = material;
-      log.info`Reloaded TLS certificate '${this.#config.cert}' (${
+      log.info(`Reloaded TLS certificate '${this.#config.cert}' (${
         material.leaf.subject
           .replaceAll("\n", ", ")
-      }, valid until ${material.leaf.validTo})`;
+      }, valid until ${material.leaf.validTo})`);
       return "reloaded";
     } catch (error) {
-      log.error`TLS certificate reload failed, still serving the previous certificate: ${
-        errorMessage(error)
-      }`;
+      log.error(
+        `TLS certificate reload failed, still serving the previous certificate: ${
+          errorMessage(error)
+        }`,
+      );
       return "failed";
     }
   }
@@ -262,7 +264,7 @@ export class ServerTls {
     try {
       this.#watcher = Deno.watchFs(directories, { recursive: false });
     } catch (error) {
-      log.warn`Cannot watch TLS files for renewal (${errorMessage(error)}): use SIGHUP to reload`;
+      log.warn(`Cannot watch TLS files for renewal (${errorMessage(error)}): use SIGHUP to reload`);
       return;
     }
     const watcher = this.#watcher;
@@ -273,7 +275,7 @@ export class ServerTls {
           this.#schedule();
         }
       }
-    })().catch((error) => log.warn`TLS file watcher stopped: ${errorMessage(error)}`);
+    })().catch((error) => log.warn(`TLS file watcher stopped: ${errorMessage(error)}`));
   }
 
   #schedule(): void {
@@ -436,9 +438,9 @@ function parseKey(text: string, path: string, password: string | undefined): Key
 function describe(material: Material, config: TlsConfig): void {
   const { leaf } = material;
   const subject = leaf.subject.replaceAll("\n", ", ");
-  log.debug`TLS certificate '${config.cert}': ${subject}, valid until ${leaf.validTo}`;
+  log.debug(`TLS certificate '${config.cert}': ${subject}, valid until ${leaf.validTo}`);
   if (leaf.validToDate.getTime() < Date.now()) {
-    log.warn`TLS certificate '${config.cert}' expired on ${leaf.validTo}: clients will refuse it`;
+    log.warn(`TLS certificate '${config.cert}' expired on ${leaf.validTo}: clients will refuse it`);
   }
 }
 
