@@ -11,6 +11,8 @@ import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, getLog, setupLogging } from "./src/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
+import { checkTargetTls } from "./src/target_tls.ts";
+import { ServerTls } from "./src/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -18,6 +20,16 @@ function fail(code: number, message: string): never {
   const hint = code === 2 ? "\nTry 'websockify --help' for the options." : "";
   Deno.stderr.writeSync(encoder.encode(`websockify: error: ${message}${hint}\n`));
   Deno.exit(code);
+}
+
+/** Loads the certificate (clear errors now, not at the first client) and the banner lines. */
+async function loadTls(config: Config): Promise<Pick<ServerParts, "tls" | "bannerLines">> {
+  await checkTargetTls(config.targetTls);
+  const serverTls = await ServerTls.load(config.tls);
+  if (serverTls === undefined) return {};
+  const bannerLines = ["  - SSL/TLS support"];
+  if (config.tls.sslOnly) bannerLines.push("  - Deny non-SSL/TLS connections");
+  return { tls: serverTls, bannerLines };
 }
 
 async function loadParts(config: Config): Promise<ServerParts> {
@@ -36,7 +48,7 @@ async function loadParts(config: Config): Promise<ServerParts> {
     const { loadAuthPlugin } = await import("./src/auth/mod.ts");
     auth = await loadAuthPlugin(config.auth.plugin, config.auth.source, Deno.cwd());
   }
-  return { tokens, auth };
+  return { tokens, auth, ...(await loadTls(config)) };
 }
 
 async function main(): Promise<number> {
@@ -55,13 +67,21 @@ async function main(): Promise<number> {
   await setupLogging(config.log);
   const log = getLog("main");
   let server;
+  let parts: ServerParts = {};
   try {
-    server = await startServer(config, await loadParts(config));
+    parts = await loadParts(config);
+    server = await startServer(config, parts);
   } catch (error) {
     await closeLogging();
     if (error instanceof ConfigError) fail(2, error.message);
     if (error instanceof StartupError) fail(1, error.message);
     fail(1, errorMessage(error));
+  }
+  const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
+  if (serverTls !== undefined) {
+    // Renewed certificates: on SIGHUP, and on file changes. A bad renewal keeps the old one.
+    serverTls.watch();
+    Deno.addSignalListener("SIGHUP", () => void serverTls.reload());
   }
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
@@ -69,6 +89,7 @@ async function main(): Promise<number> {
     });
   }
   const code = await server.finished;
+  serverTls?.close();
   log.debug("Exiting");
   await closeLogging();
   return code;

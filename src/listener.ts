@@ -9,8 +9,9 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { ListenConfig } from "./config.ts";
-import { StartupError } from "./errors.ts";
+import { errorMessage, StartupError } from "./errors.ts";
 import type { Log } from "./log.ts";
+import type { ClientIdentity } from "./types.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
@@ -28,6 +29,11 @@ export interface ConnectionInfo {
 export interface TlsProvider {
   /** Options for `new tls.TLSSocket(socket, options)`, with the current certificate. */
   socketOptions(): tls.TLSSocketOptions;
+  /**
+   * Checks the client certificate once the handshake is done (`--verify-client`); throws to
+   * refuse the client. Required because Deno's `node:tls` does not check the client's chain.
+   */
+  authorize(socket: tls.TLSSocket): ClientIdentity | undefined;
 }
 
 /** Options of {@link Listener.start}. */
@@ -190,6 +196,14 @@ export class Listener {
       socket.destroy();
     });
     secure.once("secure", () => {
+      try {
+        provider.authorize(secure);
+      } catch (error) {
+        log.info(`Client certificate refused: ${errorMessage(error)}`);
+        secure.destroy();
+        socket.destroy();
+        return;
+      }
       infos.set(secure, info);
       this.#options.onConnection(secure, info);
     });
