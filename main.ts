@@ -13,6 +13,7 @@ import { closeLogging, getLog, setupLogging } from "./src/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { checkTargetTls } from "./src/target_tls.ts";
 import { ServerTls } from "./src/tls.ts";
+import type { CommandWrapper } from "./src/wrap/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -32,12 +33,7 @@ async function loadTls(config: Config): Promise<Pick<ServerParts, "tls" | "banne
   return { tls: serverTls, bannerLines };
 }
 
-async function loadParts(config: Config): Promise<ServerParts> {
-  if (config.target.kind === "wrap") {
-    throw new ConfigError(
-      "Wrap mode ('-- COMMAND') is not supported yet: run the program yourself and give its host:port as the target",
-    );
-  }
+async function loadParts(config: Config, wrap: CommandWrapper | undefined): Promise<ServerParts> {
   let tokens;
   if (config.target.kind === "tokens") {
     const { loadTokenPlugin } = await import("./src/tokens/mod.ts");
@@ -48,7 +44,14 @@ async function loadParts(config: Config): Promise<ServerParts> {
     const { loadAuthPlugin } = await import("./src/auth/mod.ts");
     auth = await loadAuthPlugin(config.auth.plugin, config.auth.source, Deno.cwd());
   }
-  return { tokens, auth, ...(await loadTls(config)) };
+  return { tokens, auth, wrap, ...(await loadTls(config)) };
+}
+
+/** Wrap mode: checks, builds rebind.so and picks the command's port (started after listening). */
+async function prepareWrap(config: Config): Promise<CommandWrapper | undefined> {
+  if (config.target.kind !== "wrap") return undefined;
+  const { prepareWrap } = await import("./src/wrap/mod.ts");
+  return await prepareWrap(config);
 }
 
 async function main(): Promise<number> {
@@ -68,13 +71,28 @@ async function main(): Promise<number> {
   const log = getLog("main");
   let server;
   let parts: ServerParts = {};
+  let wrap;
   try {
-    parts = await loadParts(config);
+    wrap = await prepareWrap(config);
+    parts = await loadParts(config, wrap);
     server = await startServer(config, parts);
   } catch (error) {
     await closeLogging();
     if (error instanceof ConfigError) fail(2, error.message);
     if (error instanceof StartupError) fail(1, error.message);
+    fail(1, errorMessage(error));
+  }
+  const running = server;
+  try {
+    // After the listener is bound: with port 0 the command's port is only known now.
+    wrap?.start(running.address, (code) => {
+      void running.shutdown(
+        `Wrapped command exited with code ${code}: closing sessions and exiting`,
+      );
+    });
+  } catch (error) {
+    await running.shutdown("The wrapped command could not be started: exiting");
+    await closeLogging();
     fail(1, errorMessage(error));
   }
   const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
@@ -90,9 +108,11 @@ async function main(): Promise<number> {
   }
   const code = await server.finished;
   serverTls?.close();
+  await wrap?.stop();
   log.debug("Exiting");
   await closeLogging();
-  return code;
+  // Wrap mode `exit`: the command's exit code (upstream loses it and exits 0).
+  return wrap?.exitCode ?? code;
 }
 
 if (import.meta.main) {
