@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import type { LogRecord } from "@logtape/logtape";
 import { formatLogDate, formatRecord, formatSyslog, peerHost } from "../src/log.ts";
 import { escapeFrame } from "../src/record.ts";
-import { connectClient, type ProxyProcess, startEcho, startProxy, within } from "./_helpers.ts";
+import {
+  connectClient,
+  type ProxyProcess,
+  runMain,
+  startEcho,
+  startProxy,
+  within,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -293,4 +300,22 @@ Deno.test("escapeFrame() equals Python's output for every byte value", async () 
   assert.equal(output.code, 0, decoder.decode(output.stderr));
   const all = Uint8Array.from({ length: 256 }, (_, index) => index);
   assert.equal(escapeFrame(all), decoder.decode(output.stdout));
+});
+
+Deno.test("--log-file that cannot be opened exits 1 with one clear line, no stack trace", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websockify-log-" });
+  try {
+    const file = `${dir}/missing/ws.log`;
+    const { code, stdout, stderr } = await runMain(["--log-file", file, "127.0.0.1:0", "h:1"]);
+    assert.equal(code, 1, stderr);
+    assert.equal(stdout, "");
+    assert.match(
+      stderr,
+      new RegExp(
+        `^websockify: error: Cannot open log file '${file}': .*: check the --log-file path\n$`,
+      ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
