@@ -261,6 +261,11 @@ function startupError(error: unknown, listen: ListenConfig): Error {
       `Cannot listen on ${where}: the address is not on this machine; check the listen host`,
     );
   }
+  if (code === "ENOENT" && listen.kind === "unix") {
+    return new StartupError(
+      `Cannot listen on ${where}: its directory does not exist; create it or choose another --unix-listen path`,
+    );
+  }
   const message = error instanceof Error ? error.message : String(error);
   return new StartupError(`Cannot listen on ${where}: ${message}`);
 }
