@@ -150,6 +150,23 @@ Deno.test("main.ts exits 1 with one clear line when the listen address is not lo
   );
 });
 
+Deno.test("main.ts exits 1 with one clear line when the --unix-listen directory is missing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websockify-main-" });
+  try {
+    const path = `${dir}/missing/ws.sock`;
+    const { code, stdout, stderr } = await runMain(["--unix-listen", path, "127.0.0.1:5900"]);
+    assert.equal(code, 1, stderr);
+    assert.equal(stdout, "");
+    assert.equal(
+      stderr,
+      `websockify: error: Cannot listen on '${path}': its directory does not exist; ` +
+        "create it or choose another --unix-listen path\n",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main.ts -6 with an empty listen host binds :: and takes IPv6 and IPv4 clients", async () => {
   await using echo = startEcho();
   await using proxy = await startProxy(["-6", ":0", `127.0.0.1:${echo.port}`]);
