@@ -67,7 +67,12 @@ async function main(): Promise<number> {
     return 0;
   }
   const config = parsed.config;
-  await setupLogging(config.log);
+  try {
+    await setupLogging(config.log);
+  } catch (error) {
+    if (error instanceof StartupError) fail(1, error.message);
+    throw error;
+  }
   const log = getLog("main");
   let server;
   let parts: ServerParts = {};

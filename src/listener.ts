@@ -73,7 +73,10 @@ export class Listener {
   private constructor(options: ListenerOptions) {
     this.#options = options;
     this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
-    this.#server.on("error", (error) => options.log.error(`Listener error: ${error.message}`));
+    // Errors while binding are reported once, by start(), as a StartupError.
+    this.#server.on("error", (error) => {
+      if (this.address !== "") options.log.error(`Listener error: ${error.message}`);
+    });
   }
 
   /** Binds and starts accepting; throws {@link StartupError} when the address cannot be used. */
@@ -251,9 +254,16 @@ function startupError(error: unknown, listen: ListenConfig): Error {
       `Permission denied listening on ${where}: use a port above 1023 or run with the needed rights`,
     );
   }
-  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN") {
+  // Deno's node:net reports a non-local bind address as EINVAL rather than EADDRNOTAVAIL.
+  const notLocal = code === "EADDRNOTAVAIL" || (code === "EINVAL" && listen.kind === "tcp");
+  if (notLocal || code === "ENOTFOUND" || code === "EAI_AGAIN") {
     return new StartupError(
       `Cannot listen on ${where}: the address is not on this machine; check the listen host`,
+    );
+  }
+  if (code === "ENOENT" && listen.kind === "unix") {
+    return new StartupError(
+      `Cannot listen on ${where}: its directory does not exist; create it or choose another --unix-listen path`,
     );
   }
   const message = error instanceof Error ? error.message : String(error);
