@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "./src/cli.ts";
+import { daemonize, isDaemonChild, READY_LINE } from "./src/daemon.ts";
 import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, getLog, setupLogging } from "./src/log.ts";
@@ -54,6 +55,22 @@ async function prepareWrap(config: Config): Promise<CommandWrapper | undefined> 
   return await prepareWrap(config);
 }
 
+/** `-D`: runs the same command line in the background and reports how its start-up went. */
+async function startDaemon(): Promise<number> {
+  const result = await daemonize(Deno.args);
+  if (result.ready) {
+    Deno.stderr.writeSync(
+      encoder.encode(`websockify: running in the background as process ${result.pid}\n`),
+    );
+    return 0;
+  }
+  Deno.stderr.writeSync(encoder.encode(result.output));
+  if (result.code === undefined) {
+    fail(1, "The background process did not start listening within 30 s: see --log-file");
+  }
+  return result.code === 0 ? 1 : result.code;
+}
+
 async function main(): Promise<number> {
   let parsed;
   try {
@@ -67,8 +84,11 @@ async function main(): Promise<number> {
     return 0;
   }
   const config = parsed.config;
+  const background = isDaemonChild();
+  if (config.daemon && !background) return await startDaemon();
   try {
-    await setupLogging(config.log);
+    // The background process logs to --log-file/--syslog only: its stderr goes away.
+    await setupLogging(config.log, { stderr: !background });
   } catch (error) {
     if (error instanceof StartupError) fail(1, error.message);
     throw error;
@@ -101,10 +121,15 @@ async function main(): Promise<number> {
     fail(1, errorMessage(error));
   }
   const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
-  if (serverTls !== undefined) {
-    // Renewed certificates: on SIGHUP, and on file changes. A bad renewal keeps the old one.
-    serverTls.watch();
-    Deno.addSignalListener("SIGHUP", () => void serverTls.reload());
+  // Renewed certificates: on SIGHUP, and on file changes. A bad renewal keeps the old one.
+  serverTls?.watch();
+  Deno.addSignalListener("SIGHUP", () => {
+    if (serverTls) void serverTls.reload();
+    else log.info("Got SIGHUP: no certificate to reload");
+  });
+  if (background) {
+    // Tell the foreground half that start-up succeeded; nothing is written to stderr after this.
+    Deno.stderr.writeSync(encoder.encode(`${READY_LINE}\n`));
   }
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {

@@ -55,6 +55,11 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "flag",
   },
   {
+    flags: "-D, --daemon",
+    description: "become a daemon (background process)",
+    kind: "flag",
+  },
+  {
     flags: "--run-once",
     description: "handle a single WebSocket connection and exit",
     kind: "flag",
@@ -424,6 +429,7 @@ function buildConfig(
       runOnce: flag("runOnce"),
     },
     strictBinary: flag("strictBinary"),
+    daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
   };
 }

@@ -154,8 +154,12 @@ function syslogSink(config: SyslogConfig, legacy: boolean): Sink & AsyncDisposab
  * Sets up the sinks for `config`. Call once at start-up; {@link closeLogging} at exit. Throws
  * {@link StartupError} when the log file cannot be opened.
  */
-export async function setupLogging(config: LogConfig): Promise<void> {
-  const sinks: Record<string, Sink> = { stderr: stderrSink };
+export async function setupLogging(
+  config: LogConfig,
+  options: { stderr?: boolean } = {},
+): Promise<void> {
+  const sinks: Record<string, Sink> = {};
+  if (options.stderr !== false) sinks["stderr"] = stderrSink;
   if (config.file !== undefined) {
     try {
       sinks["file"] = getFileSink(config.file, {
@@ -179,7 +183,11 @@ export async function setupLogging(config: LogConfig): Promise<void> {
         lowestLevel: config.verbose ? "debug" : "info",
         sinks: Object.keys(sinks),
       },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: ["stderr"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "error",
+        sinks: Object.keys(sinks).filter((name) => name !== "syslog"),
+      },
     ],
   });
 }

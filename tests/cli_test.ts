@@ -119,6 +119,7 @@ Deno.test("parseArgs() gives every option its default", () => {
       runOnce: false,
     },
     strictBinary: false,
+    daemon: false,
     workers: 1,
   });
 });
@@ -173,6 +174,8 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["--max-message-size", "2M"], (c) => c.limits.maxMessageSize, 2 * 1024 * 1024],
   [["--max-message-size", "1GiB"], (c) => c.limits.maxMessageSize, 1024 ** 3],
   [["--workers", "4"], (c) => c.workers, 4],
+  [["-D"], (c) => c.daemon, true],
+  [["--daemon"], (c) => c.daemon, true],
   [["--workers=256"], (c) => c.workers, 256],
 ];
 

@@ -14,6 +14,7 @@ const ALL_FLAGS = [
   "--log-file <FILE>",
   "--syslog <SERVER>",
   "--legacy-syslog",
+  "-D, --daemon",
   "--run-once",
   "--timeout <N>",
   "--idle-timeout <N>",
