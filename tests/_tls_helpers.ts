@@ -1,3 +1,4 @@
+import { type ProxyProcess, startProxy } from "./_helpers.ts";
 /**
  * Test PKI made by `openssl` at test time (X.509 v3, P-256 keys): a CA, a server certificate for
  * localhost/127.0.0.1, client certificates CN=alice and CN=bob, and the broken variants the
@@ -191,79 +192,10 @@ export async function makeTestPki(): Promise<TestPki> {
   };
 }
 
-const decoder = new TextDecoder();
+/** A `main.ts` process (see tests/_helpers.ts). */
+export type { ProxyProcess } from "./_helpers.ts";
 
-/** Absolute path of main.ts. */
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** A `main.ts` process started by {@link spawnProxy}. */
-export interface ProxyProcess extends AsyncDisposable {
-  /** The port from the banner's "Listen on" line (0 when it exited first). */
-  readonly port: number;
-  /** Everything written to stderr so far. */
-  stderr(): string;
-  /** Waits (at most `ms`) until stderr matches `pattern`. */
-  waitFor(pattern: RegExp, ms?: number): Promise<void>;
-  /** Sends a signal to the process. */
-  kill(signal?: Deno.Signal): void;
-  /** Resolves with the exit status. */
-  readonly status: Promise<Deno.CommandStatus>;
-}
-
-/** Starts `main.ts args`; waits for "Listen on" unless `untilListening` is false. */
-export async function spawnProxy(args: string[], untilListening = true): Promise<ProxyProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--unstable-net", MAIN, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const collecting = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  const status = child.status.then(async (value) => {
-    await collecting;
-    return value;
-  });
-  let exited = false;
-  void status.then(() => exited = true);
-  const kill = (signal: Deno.Signal = "SIGTERM") => {
-    if (exited) return;
-    try {
-      child.kill(signal);
-    } catch { /* already gone */ }
-  };
-  const waitFor = async (pattern: RegExp, ms = 15000) => {
-    const deadline = Date.now() + ms;
-    while (!pattern.test(stderr)) {
-      if (exited) throw new Error(`Proxy exited before printing ${pattern}:\n${stderr}`);
-      if (Date.now() > deadline) throw new Error(`No ${pattern} within ${ms} ms:\n${stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  };
-  let port = 0;
-  if (untilListening) {
-    try {
-      await waitFor(/Listen on \S+:\d+/);
-    } catch (error) {
-      kill("SIGKILL");
-      await status;
-      throw error;
-    }
-    port = Number(/Listen on \S+:(\d+)/.exec(stderr)![1]);
-  }
-  return {
-    port,
-    stderr: () => stderr,
-    waitFor,
-    kill,
-    status,
-    async [Symbol.asyncDispose]() {
-      kill("SIGTERM");
-      const timer = setTimeout(() => kill("SIGKILL"), 5000);
-      await status;
-      clearTimeout(timer);
-    },
-  };
+/** Starts `main.ts args` and waits for its "Listen on" line. */
+export function spawnProxy(args: string[]): Promise<ProxyProcess> {
+  return startProxy(args);
 }

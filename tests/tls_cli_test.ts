@@ -4,6 +4,7 @@ import net from "node:net";
 import tls from "node:tls";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocket } from "ws";
+import { runMain } from "./_helpers.ts";
 import { makeTestPki, spawnProxy, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
@@ -224,11 +225,10 @@ Deno.test("main.ts reloads a renewed certificate on SIGHUP and keeps it on a bad
 });
 
 async function assertStartupError(args: string[], pattern: RegExp): Promise<void> {
-  await using proxy = await spawnProxy([...args, "127.0.0.1:0", "127.0.0.1:9"], false);
-  const status = await proxy.status;
-  assert.equal(status.code, 2, proxy.stderr());
-  assert.match(proxy.stderr(), pattern);
-  assert.doesNotMatch(proxy.stderr(), /Listen on/);
+  const { code, stderr } = await runMain([...args, "127.0.0.1:0", "127.0.0.1:9"]);
+  assert.equal(code, 2, stderr);
+  assert.match(stderr, pattern);
+  assert.doesNotMatch(stderr, /Listen on/);
 }
 
 Deno.test("main.ts exits 2 with a clear message for bad TLS files and options", async () => {
