@@ -7,11 +7,15 @@
  */
 
 import { parseArgs } from "./src/cli.ts";
+import { daemonize, isDaemonChild, READY_LINE } from "./src/daemon.ts";
 import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, getLog, setupLogging } from "./src/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { forkWorkers, workerRole } from "./src/workers.ts";
+import { checkTargetTls } from "./src/target_tls.ts";
+import { ServerTls } from "./src/tls.ts";
+import type { CommandWrapper } from "./src/wrap/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -21,12 +25,17 @@ function fail(code: number, message: string): never {
   Deno.exit(code);
 }
 
-async function loadParts(config: Config): Promise<ServerParts> {
-  if (config.target.kind === "wrap") {
-    throw new ConfigError(
-      "Wrap mode ('-- COMMAND') is not supported yet: run the program yourself and give its host:port as the target",
-    );
-  }
+/** Loads the certificate (clear errors now, not at the first client) and the banner lines. */
+async function loadTls(config: Config): Promise<Pick<ServerParts, "tls" | "bannerLines">> {
+  await checkTargetTls(config.targetTls);
+  const serverTls = await ServerTls.load(config.tls);
+  if (serverTls === undefined) return {};
+  const bannerLines = ["  - SSL/TLS support"];
+  if (config.tls.sslOnly) bannerLines.push("  - Deny non-SSL/TLS connections");
+  return { tls: serverTls, bannerLines };
+}
+
+async function loadParts(config: Config, wrap: CommandWrapper | undefined): Promise<ServerParts> {
   let tokens;
   if (config.target.kind === "tokens") {
     const { loadTokenPlugin } = await import("./src/tokens/mod.ts");
@@ -37,7 +46,30 @@ async function loadParts(config: Config): Promise<ServerParts> {
     const { loadAuthPlugin } = await import("./src/auth/mod.ts");
     auth = await loadAuthPlugin(config.auth.plugin, config.auth.source, Deno.cwd());
   }
-  return { tokens, auth };
+  return { tokens, auth, wrap, ...(await loadTls(config)) };
+}
+
+/** Wrap mode: checks, builds rebind.so and picks the command's port (started after listening). */
+async function prepareWrap(config: Config): Promise<CommandWrapper | undefined> {
+  if (config.target.kind !== "wrap") return undefined;
+  const { prepareWrap } = await import("./src/wrap/mod.ts");
+  return await prepareWrap(config);
+}
+
+/** `-D`: runs the same command line in the background and reports how its start-up went. */
+async function startDaemon(): Promise<number> {
+  const result = await daemonize(Deno.args);
+  if (result.ready) {
+    Deno.stderr.writeSync(
+      encoder.encode(`websockify: running in the background as process ${result.pid}\n`),
+    );
+    return 0;
+  }
+  Deno.stderr.writeSync(encoder.encode(result.output));
+  if (result.code === undefined) {
+    fail(1, "The background process did not start listening within 30 s: see --log-file");
+  }
+  return result.code === 0 ? 1 : result.code;
 }
 
 async function main(): Promise<number> {
@@ -57,11 +89,22 @@ async function main(): Promise<number> {
   if (multi && config.listen.kind !== "tcp") {
     fail(2, "--workers needs a TCP listen address: drop --workers or --unix-listen");
   }
+  if (multi && config.target.kind === "wrap") {
+    fail(2, "--workers cannot wrap a command (each process would start it): drop --workers");
+  }
   const role = multi ? workerRole() : { kind: "primary" as const };
   if (role.kind === "worker" && config.listen.kind === "tcp") {
     config = { ...config, listen: { ...config.listen, port: role.port } };
   }
-  await setupLogging(config.log);
+  const background = isDaemonChild();
+  if (config.daemon && !background) return await startDaemon();
+  try {
+    // The background process logs to --log-file/--syslog only: its stderr goes away.
+    await setupLogging(config.log, { stderr: !background });
+  } catch (error) {
+    if (error instanceof StartupError) fail(1, error.message);
+    throw error;
+  }
   const log = getLog("main");
   // Signals are handled from here on, also while starting: a --workers process must never die
   // of a SIGTERM's default action (its sessions would get no close frame).
@@ -76,8 +119,12 @@ async function main(): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => stop(signal));
   }
+  let parts: ServerParts = {};
+  let wrap;
   try {
-    server = await startServer(config, await loadParts(config), {
+    wrap = await prepareWrap(config);
+    parts = await loadParts(config, wrap);
+    server = await startServer(config, parts, {
       reusePort: multi,
       banner: role.kind === "primary",
     });
@@ -87,16 +134,43 @@ async function main(): Promise<number> {
     if (error instanceof StartupError) fail(1, error.message);
     fail(1, errorMessage(error));
   }
+  const running = server;
+  try {
+    // After the listener is bound: with port 0 the command's port is only known now.
+    wrap?.start(running.address, (code) => {
+      void running.shutdown(
+        `Wrapped command exited with code ${code}: closing sessions and exiting`,
+      );
+    });
+  } catch (error) {
+    await running.shutdown("The wrapped command could not be started: exiting");
+    await closeLogging();
+    fail(1, errorMessage(error));
+  }
+  const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
+  // Renewed certificates: on SIGHUP, and on file changes. A bad renewal keeps the old one.
+  serverTls?.watch();
+  Deno.addSignalListener("SIGHUP", () => {
+    if (serverTls) void serverTls.reload();
+    else log.info("Got SIGHUP: no certificate to reload");
+  });
+  if (background) {
+    // Tell the foreground half that start-up succeeded; nothing is written to stderr after this.
+    Deno.stderr.writeSync(encoder.encode(`${READY_LINE}\n`));
+  }
   if (multi && role.kind === "primary" && stopSignal === undefined) {
-    const port = Number(server.address.slice(server.address.lastIndexOf(":") + 1));
+    const port = Number(running.address.slice(running.address.lastIndexOf(":") + 1));
     workers = forkWorkers(config.workers - 1, port, log);
   }
   if (stopSignal !== undefined) stop(stopSignal);
-  const code = await server.finished;
+  const code = await running.finished;
   await workers?.stop();
+  serverTls?.close();
+  await wrap?.stop();
   log.debug("Exiting");
   await closeLogging();
-  return code;
+  // Wrap mode `exit`: the command's exit code (upstream loses it and exits 0).
+  return wrap?.exitCode ?? code;
 }
 
 if (import.meta.main) {

@@ -56,6 +56,7 @@ export class WebSocketChannel {
   #closeCode = 1006;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #head: Uint8Array;
+  #held: Uint8Array[] = [];
 
   /**
    * Takes over `socket` (paused until {@link start}); `head` holds bytes read past the request
@@ -67,9 +68,7 @@ export class WebSocketChannel {
     socket.pause();
     this.#reader = new FrameReader({
       maxMessageSize: options.maxMessageSize,
-      onData: (payload, opcode, fin) => {
-        if (!this.#closeSent) this.#handlers?.onData(payload, opcode, fin);
-      },
+      onData: (payload, opcode, fin) => this.#data(payload, opcode, fin),
       onControl: (opcode, payload) => this.#control(opcode, payload),
       onError: (code) => {
         this.#closeCode = code;
@@ -189,6 +188,25 @@ export class WebSocketChannel {
       socket.on("drain", done);
       socket.on("close", done);
     });
+  }
+
+  // One frame is streamed piece by piece as it arrives. A message sent in several frames is held
+  // until its last frame, as `ws` and upstream do: a ping in between is answered first, and a
+  // message that turns out invalid (1002, 1007, 1009) never reaches the target in part. Held
+  // pieces are views into the socket's chunks, bounded by the maximum message size.
+  #data(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void {
+    if (this.#closeSent || !this.#handlers) return;
+    if (!this.#reader.fragmented) {
+      this.#handlers.onData(payload, opcode, fin);
+      return;
+    }
+    this.#held.push(payload);
+    if (!fin) return;
+    const held = this.#held;
+    this.#held = [];
+    for (let index = 0; index < held.length; index++) {
+      this.#handlers.onData(held[index]!, opcode, index === held.length - 1);
+    }
   }
 
   // A second end() makes node:stream build an ERR_STREAM_ALREADY_FINISHED error (with a stack

@@ -55,6 +55,11 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "flag",
   },
   {
+    flags: "-D, --daemon",
+    description: "become a daemon (background process)",
+    kind: "flag",
+  },
+  {
     flags: "--run-once",
     description: "handle a single WebSocket connection and exit",
     kind: "flag",
@@ -238,7 +243,7 @@ export function parseArgs(argv: readonly string[], options: ParseArgsOptions): P
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version") {
         return { kind: "print", text: output };
       }
-      throw new ConfigError(error.message.replace(/^error: /, ""));
+      throw new ConfigError(commanderMessage(error.message));
     }
     throw error;
   }
@@ -247,6 +252,17 @@ export function parseArgs(argv: readonly string[], options: ParseArgsOptions): P
     kind: "run",
     config: buildConfig(values, program.args, wrapCommand, options.cwd),
   };
+}
+
+/**
+ * Commander's "error: unknown option '-x'." in house style: one line, sentence case, no final
+ * period.
+ */
+function commanderMessage(message: string): string {
+  const text = message.replace(/^error: /, "")
+    .replace(/\s*\n\(Did you mean (.*)\)$/s, " (did you mean $1)")
+    .replace(/\.$/, "");
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** The `--help` text. */
@@ -413,6 +429,7 @@ function buildConfig(
       runOnce: flag("runOnce"),
     },
     strictBinary: flag("strictBinary"),
+    daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
   };
 }
@@ -429,7 +446,8 @@ export function parseHostPort(
   value: string,
   what: "listen" | "target",
 ): { host: string; port: number } {
-  const colon = value.lastIndexOf(":");
+  // A bracketed IPv6 address with no port after it has no port colon at all.
+  const colon = value.endsWith("]") ? -1 : value.lastIndexOf(":");
   if (colon < 0 && what === "target") {
     throw new ConfigError(`Error parsing target: '${value}' is not host:port`);
   }
@@ -462,11 +480,9 @@ function parseOctal(value: string): number {
 }
 
 function parseSeconds(value: unknown, option: string): number {
+  // Decimal only: Number() would also take "0x10", "1e3" and surrounding spaces.
   const number = Number(value);
-  if (
-    typeof value === "boolean" || !Number.isFinite(number) || number < 0 ||
-    String(value).trim() === ""
-  ) {
+  if (typeof value === "boolean" || !/^\d+(\.\d+)?$/.test(String(value))) {
     throw new ConfigError(
       `${option} takes a number of seconds (0 or more), not '${String(value)}'`,
     );
@@ -488,7 +504,7 @@ function parseBytes(value: unknown): number {
 
 function parseWorkers(value: unknown): number {
   const number = Number(value);
-  if (!Number.isInteger(number) || number < 1 || number > 256) {
+  if (!/^\d+$/.test(String(value)) || number < 1 || number > 256) {
     throw new ConfigError(`--workers takes a whole number from 1 to 256, not '${String(value)}'`);
   }
   return number;
@@ -524,6 +540,8 @@ export function normaliseOrigin(value: string): string | undefined {
   try {
     const url = new URL(value);
     if (url.pathname !== "/" && url.pathname !== "") return undefined;
+    // An origin has no query, fragment or credentials: `new URL` would drop them silently.
+    if (/[?#@]/.test(value.replace(/^[a-z][a-z0-9+.-]*:\/\//i, ""))) return undefined;
     return url.origin === "null" ? undefined : url.origin;
   } catch {
     return undefined;

@@ -153,6 +153,8 @@ export interface Config {
   readonly limits: LimitsConfig;
   /** `--strict-binary`: close text messages with 1003 as upstream. @default false */
   readonly strictBinary: boolean;
+  /** `-D`: detach and run in the background. @default false */
+  readonly daemon: boolean;
   /** `--workers`: processes sharing the listening port. @default 1 */
   readonly workers: number;
 }

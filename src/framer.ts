@@ -115,6 +115,14 @@ export class FrameReader {
     this.#onError = options.onError;
   }
 
+  /**
+   * During `onData`: whether the piece belongs to a message sent in several frames (this frame
+   * has FIN clear or is a continuation), as opposed to one frame that arrived in several chunks.
+   */
+  get fragmented(): boolean {
+    return !this.#fin || this.#opcode === 0;
+  }
+
   /** Whether the reader has stopped: a close frame arrived or the input was invalid. */
   get done(): boolean {
     return this.#state === State.Done;

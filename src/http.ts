@@ -9,13 +9,14 @@
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
+import tls from "node:tls";
 import { WebSocketChannel } from "./channel.ts";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
 import { writeAuthError } from "./auth/response.ts";
-import { clientIdentityOf } from "./client_identity.ts";
 import { checkUpgrade, switchingProtocolsResponse } from "./handshake.ts";
 import { errorResponse } from "./http_response.ts";
 import { connectionInfo } from "./listener.ts";
+import { clientIdentityOf } from "./tls.ts";
 import type { Log } from "./log.ts";
 import type { RequestInfo } from "./types.ts";
 
@@ -180,7 +181,10 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
     }
   }
   const info = connectionInfo(req.socket);
-  const clientIdentity = clientIdentityOf(req.socket);
+  // Out of band, from the verified TLS session: no header can forge it.
+  const clientIdentity = req.socket instanceof tls.TLSSocket
+    ? clientIdentityOf(req.socket)
+    : undefined;
   return {
     method: req.method ?? "GET",
     path: req.url ?? "/",

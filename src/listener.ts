@@ -9,8 +9,9 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { ListenConfig } from "./config.ts";
-import { StartupError } from "./errors.ts";
+import { errorMessage, StartupError } from "./errors.ts";
 import type { Log } from "./log.ts";
+import type { ClientIdentity } from "./types.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
@@ -28,6 +29,11 @@ export interface ConnectionInfo {
 export interface TlsProvider {
   /** Options for `new tls.TLSSocket(socket, options)`, with the current certificate. */
   socketOptions(): tls.TLSSocketOptions;
+  /**
+   * Checks the client certificate once the handshake is done (`--verify-client`); throws to
+   * refuse the client. Required because Deno's `node:tls` does not check the client's chain.
+   */
+  authorize(socket: tls.TLSSocket): ClientIdentity | undefined;
 }
 
 /** Options of {@link Listener.start}. */
@@ -69,7 +75,10 @@ export class Listener {
   private constructor(options: ListenerOptions) {
     this.#options = options;
     this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
-    this.#server.on("error", (error) => options.log.error(`Listener error: ${error.message}`));
+    // Errors while binding are reported once, by start(), as a StartupError.
+    this.#server.on("error", (error) => {
+      if (this.address !== "") options.log.error(`Listener error: ${error.message}`);
+    });
   }
 
   /** Binds and starts accepting; throws {@link StartupError} when the address cannot be used. */
@@ -198,6 +207,14 @@ export class Listener {
       socket.destroy();
     });
     secure.once("secure", () => {
+      try {
+        provider.authorize(secure);
+      } catch (error) {
+        log.info(`Client certificate refused: ${errorMessage(error)}`);
+        secure.destroy();
+        socket.destroy();
+        return;
+      }
       infos.set(secure, info);
       this.#options.onConnection(secure, info);
     });
@@ -245,9 +262,16 @@ function startupError(error: unknown, listen: ListenConfig): Error {
       `Permission denied listening on ${where}: use a port above 1023 or run with the needed rights`,
     );
   }
-  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN") {
+  // Deno's node:net reports a non-local bind address as EINVAL rather than EADDRNOTAVAIL.
+  const notLocal = code === "EADDRNOTAVAIL" || (code === "EINVAL" && listen.kind === "tcp");
+  if (notLocal || code === "ENOTFOUND" || code === "EAI_AGAIN") {
     return new StartupError(
       `Cannot listen on ${where}: the address is not on this machine; check the listen host`,
+    );
+  }
+  if (code === "ENOENT" && listen.kind === "unix") {
+    return new StartupError(
+      `Cannot listen on ${where}: its directory does not exist; create it or choose another --unix-listen path`,
     );
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -13,6 +13,7 @@ import { configure, dispose, getLogger, type LogRecord, reset, type Sink } from 
 import { getFileSink } from "@logtape/file";
 import dgram from "node:dgram";
 import type { LogConfig, SyslogConfig } from "./config.ts";
+import { errorMessage, StartupError } from "./errors.ts";
 
 /** A logger with websockify's line format; `child()` attaches per-connection context once. */
 export interface Log {
@@ -149,14 +150,28 @@ function syslogSink(config: SyslogConfig, legacy: boolean): Sink & AsyncDisposab
   });
 }
 
-/** Sets up the sinks for `config`. Call once at start-up; {@link closeLogging} at exit. */
-export async function setupLogging(config: LogConfig): Promise<void> {
-  const sinks: Record<string, Sink> = { stderr: stderrSink };
+/**
+ * Sets up the sinks for `config`. Call once at start-up; {@link closeLogging} at exit. Throws
+ * {@link StartupError} when the log file cannot be opened.
+ */
+export async function setupLogging(
+  config: LogConfig,
+  options: { stderr?: boolean } = {},
+): Promise<void> {
+  const sinks: Record<string, Sink> = {};
+  if (options.stderr !== false) sinks["stderr"] = stderrSink;
   if (config.file !== undefined) {
-    sinks["file"] = getFileSink(config.file, {
-      formatter: (record) => formatRecord(record) + "\n",
-      bufferSize: 0,
-    });
+    try {
+      sinks["file"] = getFileSink(config.file, {
+        formatter: (record) => formatRecord(record) + "\n",
+        bufferSize: 0,
+      });
+    } catch (error) {
+      throw new StartupError(
+        `Cannot open log file '${config.file}': ${errorMessage(error)}: check the --log-file path`,
+        { cause: error },
+      );
+    }
   }
   if (config.syslog !== undefined) sinks["syslog"] = syslogSink(config.syslog, config.legacySyslog);
   await configure({
@@ -168,7 +183,11 @@ export async function setupLogging(config: LogConfig): Promise<void> {
         lowestLevel: config.verbose ? "debug" : "info",
         sinks: Object.keys(sinks),
       },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: ["stderr"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "error",
+        sinks: Object.keys(sinks).filter((name) => name !== "syslog"),
+      },
     ],
   });
 }

@@ -25,6 +25,8 @@ export interface SessionOptions {
   readonly log: Log;
   /** Shared traffic legend writer, when `--traffic` is on. */
   readonly traffic: TrafficLog | undefined;
+  /** The "connecting to" log line, when the target has a better name (wrap mode). */
+  readonly connectingMessage?: string | undefined;
   /** Called with the pump's handle once the target is connected. */
   readonly onStart?: (handle: PumpHandle) => void;
 }
@@ -38,7 +40,9 @@ export async function runSession(
   const name = describeTarget(target);
   const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
   log.info(
-    target.kind === "unix"
+    options.connectingMessage !== undefined
+      ? `${options.connectingMessage}${tlsSuffix}`
+      : target.kind === "unix"
       ? `connecting to unix socket: ${target.path}${tlsSuffix}`
       : `connecting to: ${name}${tlsSuffix}`,
   );

@@ -1,3 +1,4 @@
+import { type ProxyProcess, startProxy, within } from "./_helpers.ts";
 /**
  * Test helpers of the token plugin tests: captured log lines, temp dirs, a real `redis-server`
  * on a free loopback port, and a local HTTP server.
@@ -8,7 +9,6 @@
 import { configureSync, type LogRecord } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 
 /** Log lines of category `websockify` captured since {@link captureLogs} was called. */
 export interface CapturedLogs {
@@ -157,89 +157,16 @@ export function startHttp(
 
 // ---- End-to-end helpers: the proxy process, tagged echo targets, clients ----
 
-export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+export { MAIN, within } from "./_helpers.ts";
+
 const decoder = new TextDecoder();
 
-/** Rejects with a message naming `what` if `promise` does not settle within `ms`. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** A running `main.ts` started by a test. */
-export interface Proxy extends AsyncDisposable {
-  readonly port: number;
-  /** Everything the proxy wrote to stderr so far. */
-  stderr(): string;
-  /** Waits until stderr matches `pattern`. */
-  waitFor(pattern: RegExp, ms?: number): Promise<void>;
-}
+/** A running `main.ts` started by a test (see tests/_helpers.ts). */
+export type Proxy = ProxyProcess;
 
 /** Spawns `main.ts` with `args` and waits for the banner's "Listen on" line. */
-export async function spawnProxy(args: string[], cwd?: string): Promise<Proxy> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--unstable-net", MAIN, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    ...(cwd === undefined ? {} : { cwd }),
-  }).spawn();
-  let stderr = "";
-  let exited = false;
-  const reading = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  const status = child.status.then(async (value) => {
-    await reading;
-    exited = true;
-    return value;
-  });
-  const waitFor = (pattern: RegExp, ms = 15_000) =>
-    within(
-      (async () => {
-        while (!pattern.test(stderr)) {
-          if (exited) throw new Error(`The proxy exited before printing ${pattern}:\n${stderr}`);
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      })(),
-      ms,
-      `proxy output ${pattern}; stderr so far:\n${stderr}`,
-    );
-  const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // already exited
-      }
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already exited
-      }
-    }, 5000);
-    await status;
-    clearTimeout(timer);
-  };
-  try {
-    await waitFor(/Listen on \S+:\d+/);
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  const port = Number(/Listen on \S+:(\d+)/.exec(stderr)?.[1]);
-  return { port, stderr: () => stderr, waitFor, [Symbol.asyncDispose]: stop };
+export function spawnProxy(args: string[], cwd?: string): Promise<Proxy> {
+  return startProxy(args, cwd === undefined ? {} : { cwd });
 }
 
 /** A TCP or Unix echo server that prefixes every chunk it echoes with `tag`. */

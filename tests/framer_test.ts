@@ -377,3 +377,18 @@ Deno.test("FrameReader answers protocol cases with the same close codes as a ws 
     await new Promise((resolve) => reference.server.close(resolve));
   }
 });
+
+Deno.test("FrameReader.fragmented tells a multi-frame message from a frame split in chunks", () => {
+  const seen: boolean[] = [];
+  const reader: FrameReader = new FrameReader({
+    onData: () => seen.push(reader.fragmented),
+    onControl: () => {},
+    onError: (code) => assert.fail(`unexpected close ${code}`),
+  });
+  const single = clientFrame(2, pattern(1000));
+  reader.push(single.subarray(0, 300));
+  reader.push(single.subarray(300));
+  reader.push(clientFrame(2, "ab", { fin: false }));
+  reader.push(clientFrame(0, "cd"));
+  assert.deepEqual(seen, [false, false, true, true]);
+});
