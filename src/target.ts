@@ -1,10 +1,14 @@
 /**
- * Dials targets: TCP with `Deno.connect`, Unix sockets, and (through `src/target_tls.ts`) TLS, all
- * with a connect timeout so a black-holed host cannot hang a session.
+ * Dials targets: TCP with `node:net` (`src/socket_target.ts`), Unix sockets with `Deno.connect`,
+ * and (through `src/target_tls.ts`) TLS, all with a connect timeout so a black-holed host cannot
+ * hang a session. Host names are resolved here: IPv4 addresses first, as upstream, but unlike
+ * upstream every address is tried in turn, so `localhost` reaches a service on `::1` only too.
  *
  * @module
  */
 
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import type { TargetTlsConfig } from "./config.ts";
 import { errorMessage, TargetError } from "./errors.ts";
 import { SocketConnection } from "./socket_target.ts";
@@ -60,7 +64,27 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
     });
   }
   // node:net rather than Deno.connect: fair with thousands of sessions (src/socket_target.ts).
-  return await SocketConnection.connect({ host: target.host, port: target.port });
+  if (isIP(target.host) !== 0) {
+    return await SocketConnection.connect({ host: target.host, port: target.port });
+  }
+  const addresses = preferIpv4(await lookup(target.host, { all: true }));
+  let lastError: unknown = new Error(`'${target.host}' has no addresses`);
+  for (const { address } of addresses) {
+    try {
+      return await SocketConnection.connect({ host: address, port: target.port });
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw lastError;
+}
+
+/** Orders resolved addresses IPv4 first (upstream's order), keeping the resolver's order within. */
+export function preferIpv4<T extends { family: number }>(addresses: readonly T[]): T[] {
+  return [
+    ...addresses.filter((entry) => entry.family === 4),
+    ...addresses.filter((entry) => entry.family !== 4),
+  ];
 }
 
 async function wrapErrors(connecting: Promise<TargetConnection>): Promise<TargetConnection> {
