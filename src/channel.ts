@@ -119,7 +119,7 @@ export class WebSocketChannel {
    * buffer); large ones go out as header and payload in one corked write, without a copy. The
    * socket holds `payload` until written.
    */
-  send(payload: Uint8Array): void {
+  send(payload: Uint8Array, release = false): void {
     if (!this.isOpen) return;
     const headerSize = frameHeaderSize(payload.length);
     if (payload.length <= COPY_LIMIT) {
@@ -127,13 +127,14 @@ export class WebSocketChannel {
       writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
       frame.set(payload, headerSize);
       this.socket.write(frame);
+      if (release) releaseBuffer(payload);
       return;
     }
     const header = Buffer.allocUnsafe(headerSize);
     writeFrameHeader(header, headerSize, OPCODE.binary, payload.length);
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(payload);
+    this.socket.write(payload, release ? () => releaseBuffer(payload) : undefined);
     this.socket.uncork();
   }
 
@@ -235,5 +236,19 @@ export class WebSocketChannel {
       clearTimeout(this.#closeTimer);
       this.#end();
     }
+  }
+}
+
+/**
+ * Frees the memory behind `bytes` now rather than at the next garbage collection, when `bytes`
+ * spans its whole ArrayBuffer (a chunk the caller owns and nothing else refers to).
+ */
+export function releaseBuffer(bytes: Uint8Array): void {
+  const buffer = bytes.buffer;
+  if (
+    bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
+    buffer instanceof ArrayBuffer
+  ) {
+    buffer.transfer(0);
   }
 }

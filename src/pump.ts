@@ -170,7 +170,8 @@ export function pump(
         traffic?.mark("{");
         recording?.toClient(chunk);
         if (!channel.isOpen) break;
-        channel.send(chunk);
+        // The chunk is ours alone (see chunkReader): its memory goes back as soon as it is sent.
+        channel.send(chunk, true);
         traffic?.mark("<");
         if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
       }
