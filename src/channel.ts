@@ -13,6 +13,7 @@ import type { Socket } from "node:net";
 import {
   type DataOpcode,
   encodeCloseFrame,
+  encodeFrame,
   encodePingFrame,
   encodePongFrame,
   frameHeaderSize,
@@ -228,10 +229,9 @@ export class WebSocketChannel {
       this.#closeCode = code;
       if (!this.#closeSent) {
         this.#closeSent = true;
-        const reason = new TextDecoder().decode(payload.subarray(2));
-        if (this.socket.writable) {
-          this.socket.write(code === 1005 ? encodeCloseFrame() : encodeCloseFrame(code, reason));
-        }
+        // The payload (code and a reason the reader checked as UTF-8, at most 123 bytes) goes
+        // back as it came: the bytes encodeCloseFrame(code, reason) would build.
+        if (this.socket.writable) this.socket.write(encodeFrame(OPCODE.close, payload));
       }
       clearTimeout(this.#closeTimer);
       this.#end();

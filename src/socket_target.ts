@@ -16,6 +16,11 @@ import type { TargetConnection } from "./types.ts";
 const HIGH_WATER = 256 * 1024;
 /** How long a closing connection may take to flush what it had accepted. */
 const FLUSH_TIMEOUT_MS = 5000;
+/**
+ * What reads pending at close() reject with. One shared instance: building an Error (with its
+ * stack trace) on every session's close was measurable in the set-up rate.
+ */
+const CLOSED = new Error("Target connection was closed");
 
 /** A connected target socket with pull-style reads. */
 export class SocketConnection implements TargetConnection {
@@ -158,7 +163,7 @@ export class SocketConnection implements TargetConnection {
    * still delivered (write resolves before the kernel has them), then the socket is destroyed.
    */
   close(): void {
-    this.#failure ??= new Error("Target connection was closed");
+    this.#failure ??= CLOSED;
     this.#notify();
     const socket = this.#socket;
     if (socket.destroyed) return;
