@@ -39,6 +39,12 @@ export interface ChannelHandlers {
   onPong(): void;
   /** The connection is gone; `code` is the client's close code, 1005 (none) or 1006 (dropped). */
   onClose(code: number): void;
+  /**
+   * Called after each socket chunk has been parsed (its pieces went to {@link onData}): a place
+   * to write them out together. `chunk` is given when nothing else refers to it any more
+   * (no piece of it is held for a later frame): it may be released once its pieces are written.
+   */
+  onChunkEnd?(chunk: Uint8Array | undefined): void;
 }
 
 /** Options of {@link WebSocketChannel}. */
@@ -93,14 +99,26 @@ export class WebSocketChannel {
   start(handlers: ChannelHandlers): void {
     this.#handlers = handlers;
     const socket = this.socket;
-    socket.on("data", (chunk: Buffer) => this.#reader.push(chunk));
+    const onChunkEnd = handlers.onChunkEnd;
+    socket.on(
+      "data",
+      onChunkEnd
+        ? (chunk: Buffer) => {
+          this.#reader.push(chunk);
+          onChunkEnd(this.#held.length === 0 ? chunk : undefined);
+        }
+        : (chunk: Buffer) => this.#reader.push(chunk),
+    );
     socket.on("end", () => this.#end());
     socket.on("error", () => socket.destroy());
     socket.once("close", () => {
       clearTimeout(this.#closeTimer);
       handlers.onClose(this.#closeCode);
     });
-    if (this.#head.length > 0) this.#reader.push(this.#head);
+    if (this.#head.length > 0) {
+      this.#reader.push(this.#head);
+      onChunkEnd?.(undefined);
+    }
     this.#head = new Uint8Array(0);
     socket.resume();
   }
@@ -118,7 +136,8 @@ export class WebSocketChannel {
   /**
    * Sends `payload` as one binary message. Small payloads are copied behind the header (one
    * buffer); large ones go out as header and payload in one corked write, without a copy. The
-   * socket holds `payload` until written.
+   * socket holds `payload` until written. With `release`, a large payload's memory is freed
+   * once written ({@link releaseBuffer}): only for a chunk nothing else refers to.
    */
   send(payload: Uint8Array, release = false): void {
     if (!this.isOpen) return;
@@ -128,7 +147,6 @@ export class WebSocketChannel {
       writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
       frame.set(payload, headerSize);
       this.socket.write(frame);
-      if (release) releaseBuffer(payload);
       return;
     }
     const header = Buffer.allocUnsafe(headerSize);
