@@ -13,6 +13,7 @@ import type { Socket } from "node:net";
 import {
   type DataOpcode,
   encodeCloseFrame,
+  encodeFrame,
   encodePingFrame,
   encodePongFrame,
   frameHeaderSize,
@@ -38,6 +39,12 @@ export interface ChannelHandlers {
   onPong(): void;
   /** The connection is gone; `code` is the client's close code, 1005 (none) or 1006 (dropped). */
   onClose(code: number): void;
+  /**
+   * Called after each socket chunk has been parsed (its pieces went to {@link onData}): a place
+   * to write them out together. `chunk` is given when nothing else refers to it any more
+   * (no piece of it is held for a later frame): it may be released once its pieces are written.
+   */
+  onChunkEnd?(chunk: Uint8Array | undefined): void;
 }
 
 /** Options of {@link WebSocketChannel}. */
@@ -92,14 +99,26 @@ export class WebSocketChannel {
   start(handlers: ChannelHandlers): void {
     this.#handlers = handlers;
     const socket = this.socket;
-    socket.on("data", (chunk: Buffer) => this.#reader.push(chunk));
+    const onChunkEnd = handlers.onChunkEnd;
+    socket.on(
+      "data",
+      onChunkEnd
+        ? (chunk: Buffer) => {
+          this.#reader.push(chunk);
+          onChunkEnd(this.#held.length === 0 ? chunk : undefined);
+        }
+        : (chunk: Buffer) => this.#reader.push(chunk),
+    );
     socket.on("end", () => this.#end());
     socket.on("error", () => socket.destroy());
     socket.once("close", () => {
       clearTimeout(this.#closeTimer);
       handlers.onClose(this.#closeCode);
     });
-    if (this.#head.length > 0) this.#reader.push(this.#head);
+    if (this.#head.length > 0) {
+      this.#reader.push(this.#head);
+      onChunkEnd?.(undefined);
+    }
     this.#head = new Uint8Array(0);
     socket.resume();
   }
@@ -117,9 +136,10 @@ export class WebSocketChannel {
   /**
    * Sends `payload` as one binary message. Small payloads are copied behind the header (one
    * buffer); large ones go out as header and payload in one corked write, without a copy. The
-   * socket holds `payload` until written.
+   * socket holds `payload` until written. With `release`, a large payload's memory is freed
+   * once written ({@link releaseBuffer}): only for a chunk nothing else refers to.
    */
-  send(payload: Uint8Array): void {
+  send(payload: Uint8Array, release = false): void {
     if (!this.isOpen) return;
     const headerSize = frameHeaderSize(payload.length);
     if (payload.length <= COPY_LIMIT) {
@@ -133,7 +153,7 @@ export class WebSocketChannel {
     writeFrameHeader(header, headerSize, OPCODE.binary, payload.length);
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(payload);
+    this.socket.write(payload, release ? () => releaseBuffer(payload) : undefined);
     this.socket.uncork();
   }
 
@@ -227,13 +247,26 @@ export class WebSocketChannel {
       this.#closeCode = code;
       if (!this.#closeSent) {
         this.#closeSent = true;
-        const reason = new TextDecoder().decode(payload.subarray(2));
-        if (this.socket.writable) {
-          this.socket.write(code === 1005 ? encodeCloseFrame() : encodeCloseFrame(code, reason));
-        }
+        // The payload (code and a reason the reader checked as UTF-8, at most 123 bytes) goes
+        // back as it came: the bytes encodeCloseFrame(code, reason) would build.
+        if (this.socket.writable) this.socket.write(encodeFrame(OPCODE.close, payload));
       }
       clearTimeout(this.#closeTimer);
       this.#end();
     }
+  }
+}
+
+/**
+ * Frees the memory behind `bytes` now rather than at the next garbage collection, when `bytes`
+ * spans its whole ArrayBuffer (a chunk the caller owns and nothing else refers to).
+ */
+export function releaseBuffer(bytes: Uint8Array): void {
+  const buffer = bytes.buffer;
+  if (
+    bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
+    buffer instanceof ArrayBuffer
+  ) {
+    buffer.transfer(0);
   }
 }

@@ -1,14 +1,15 @@
 /**
  * The two-way copy between a WebSocket client and a target connection, with backpressure in both
  * directions: a slow target pauses reading from the client socket, a slow client pauses
- * reading from the target (the read loop waits for the client socket's `drain`). Either side
- * ending tears down both; no queue grows past its high-water mark.
+ * reading from the target (until the client socket's `drain`). Either side ending tears down
+ * both; no queue grows past its high-water mark. With node:net targets (the usual TCP case) both
+ * directions are event-driven, without a promise per message.
  *
  * @module
  */
 
 import { Buffer } from "node:buffer";
-import type { WebSocketChannel } from "./channel.ts";
+import { releaseBuffer, type WebSocketChannel } from "./channel.ts";
 import { SocketConnection } from "./socket_target.ts";
 import type { DataOpcode } from "./framer.ts";
 import type { Log, TrafficLog } from "./log.ts";
@@ -24,6 +25,8 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
+/** Client chunks at least this large are released as soon as their pieces are written. */
+const RELEASE_CHUNK = 16 * 1024;
 /** Pieces at least this large are written on their own, never copied into a batch. */
 const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
@@ -67,14 +70,6 @@ export function pump(
   let targetClosed = false;
   const finish = (reason: PumpEnd) => (end ??= reason);
 
-  // Client → target: a queue drained by one writer; the client is paused above the high-water
-  // mark, and small pieces queued together go out in one write. Pieces are views into the
-  // socket's chunks (unmasked in place), so nothing is copied unless coalesced.
-  const queue: Uint8Array[] = [];
-  let queued = 0;
-  let writing: Promise<void> | undefined;
-  let paused = false;
-
   const closeTarget = () => {
     if (targetClosed) return;
     targetClosed = true;
@@ -84,29 +79,12 @@ export function pump(
       // Already closed by the peer.
     }
   };
-
-  const writeQueue = async () => {
-    try {
-      while (queue.length > 0 && !targetClosed) {
-        const data = takeBatch(queue);
-        await writeAll(target, data);
-        queued -= data.length;
-        traffic?.mark(">");
-        if (paused && queued <= TARGET_LOW_WATER) {
-          paused = false;
-          channel.resume();
-        }
-      }
-    } catch (error) {
-      if (!targetClosed) {
-        log.debug(`${options.targetName}: Target write failed: ${String(error)}`);
-        finish("target-error");
-        channel.close(1011, "Target connection failed");
-        closeTarget();
-      }
-    } finally {
-      writing = undefined;
-    }
+  const targetFailed = (what: string, error: unknown) => {
+    if (targetClosed) return;
+    log.debug(`${options.targetName}: Target ${what} failed: ${String(error)}`);
+    finish("target-error");
+    channel.close(1011, "Target connection failed");
+    closeTarget();
   };
 
   // Heartbeat: ping every N seconds; no pong (or any other sign of life) within 2N drops the peer.
@@ -123,6 +101,10 @@ export function pump(
     }, options.heartbeat * 1000)
     : undefined;
 
+  const toTarget = target instanceof SocketConnection
+    ? socketWriter(target, channel, traffic, targetFailed)
+    : queueWriter(target, channel, traffic, targetFailed, () => targetClosed);
+
   const clientClosed = new Promise<void>((resolve) => {
     channel.start({
       onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean) {
@@ -134,13 +116,10 @@ export function pump(
         if (fin) traffic?.mark("}");
         if (payload.length === 0 || targetClosed) return;
         recording?.fromClient(payload);
-        queue.push(payload);
-        queued += payload.length;
-        if (!paused && queued > TARGET_HIGH_WATER) {
-          paused = true;
-          channel.pause();
-        }
-        writing ??= writeQueue();
+        toTarget.add(payload);
+      },
+      onChunkEnd(chunk: Uint8Array | undefined) {
+        if (!targetClosed) toTarget.flush(chunk);
       },
       onPong() {
         lastSeen = performance.now();
@@ -150,43 +129,24 @@ export function pump(
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
         // Deliver what the client sent before its close, then close the target.
-        void (async () => {
-          while (writing) await writing;
+        void toTarget.settled().then(() => {
           closeTarget();
           resolve();
-        })();
+        });
       },
     });
   });
 
-  // Target → client: each chunk the target delivers (at most 64 KiB) becomes one binary message;
-  // reads wait while the client is slow. No buffer is held while the target is quiet.
-  const targetDone = (async () => {
-    const reader = chunkReader(target);
-    try {
-      while (!targetClosed) {
-        const chunk = await reader();
-        if (chunk === null) break;
-        traffic?.mark("{");
-        recording?.toClient(chunk);
-        if (!channel.isOpen) break;
-        channel.send(chunk);
-        traffic?.mark("<");
-        if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
-      }
-      if (!targetClosed) {
-        log.debug(`${options.targetName}: Target closed connection`);
-        finish("target");
-        channel.close(1000, "Target closed");
-      }
-    } catch (error) {
-      if (!targetClosed) {
-        log.debug(`${options.targetName}: Target read failed: ${String(error)}`);
-        finish("target-error");
-        channel.close(1011, "Target connection failed");
-      }
-    }
-  })();
+  const targetEnded = (error: Error | undefined) => {
+    if (targetClosed) return;
+    if (error) return targetFailed("read", error);
+    log.debug(`${options.targetName}: Target closed connection`);
+    finish("target");
+    channel.close(1000, "Target closed");
+  };
+  const targetDone = target instanceof SocketConnection
+    ? streamTarget(target, channel, options, targetEnded)
+    : readTarget(target, channel, options, targetEnded, () => targetClosed);
 
   const done = Promise.all([clientClosed, targetDone]).then(() => {
     closeTarget();
@@ -202,18 +162,191 @@ export function pump(
   };
 }
 
+/** Client → target: pieces are added as they are parsed and written at the end of each chunk. */
+interface TargetWriter {
+  add(piece: Uint8Array): void;
+  /** Writes what was added; `chunk` (when given) may be released once written. */
+  flush(chunk: Uint8Array | undefined): void;
+  /** Resolves when what was added has been handed to the target (or failed). */
+  settled(): Promise<void>;
+}
+
+type Failed = (what: string, error: unknown) => void;
+
 /**
- * Reads the target a chunk at a time: without copying from a {@link SocketConnection}, otherwise
- * through a per-session buffer (copied out, since the chunk outlives the next read).
+ * Writes to a node:net target without a promise per message: the pieces of one client chunk go
+ * out in one corked write (one `writev`, no copy), and the client is paused while the target's
+ * socket holds more than the high-water mark. Once written, the client's chunk is released.
  */
-function chunkReader(target: TargetConnection): () => Promise<Uint8Array | null> {
-  if (target instanceof SocketConnection) return () => target.readChunk(MAX_CLIENT_MESSAGE);
-  let buffer: Uint8Array | undefined;
-  return async () => {
-    buffer ??= new Uint8Array(MAX_CLIENT_MESSAGE);
-    const count = await target.read(buffer);
-    return count === null ? null : buffer.slice(0, count);
+function socketWriter(
+  target: SocketConnection,
+  channel: WebSocketChannel,
+  traffic: TrafficLog | undefined,
+  failed: Failed,
+): TargetWriter {
+  const pending: Uint8Array[] = [];
+  let paused = false;
+  return {
+    add(piece) {
+      pending.push(piece);
+    },
+    flush(chunk) {
+      // Releasing pays off for large chunks only (see docs/decisions.md).
+      const release = chunk !== undefined && chunk.length >= RELEASE_CHUNK ? chunk : undefined;
+      if (pending.length === 0) {
+        if (release) releaseBuffer(release);
+        return;
+      }
+      let below: boolean;
+      try {
+        below = target.writePieces(
+          pending,
+          TARGET_HIGH_WATER,
+          release ? () => releaseBuffer(release) : undefined,
+        );
+      } catch (error) {
+        pending.length = 0;
+        return failed("write", error);
+      }
+      pending.length = 0;
+      traffic?.mark(">");
+      if (below || paused) return;
+      paused = true;
+      channel.pause();
+      target.drained().then(() => {
+        paused = false;
+        channel.resume();
+      }, (error) => failed("write", error));
+    },
+    // SocketConnection.close() still delivers what the socket accepted.
+    settled: () => Promise.resolve(),
   };
+}
+
+/**
+ * Writes to any other target through a queue drained by one async writer; the client is paused
+ * above the high-water mark, and small pieces queued together go out in one write.
+ */
+function queueWriter(
+  target: TargetConnection,
+  channel: WebSocketChannel,
+  traffic: TrafficLog | undefined,
+  failed: Failed,
+  isClosed: () => boolean,
+): TargetWriter {
+  const queue: Uint8Array[] = [];
+  let queued = 0;
+  let writing: Promise<void> | undefined;
+  let paused = false;
+  const writeQueue = async () => {
+    try {
+      while (queue.length > 0 && !isClosed()) {
+        const data = takeBatch(queue);
+        await writeAll(target, data);
+        queued -= data.length;
+        traffic?.mark(">");
+        if (paused && queued <= TARGET_LOW_WATER) {
+          paused = false;
+          channel.resume();
+        }
+      }
+    } catch (error) {
+      failed("write", error);
+    } finally {
+      writing = undefined;
+    }
+  };
+  return {
+    add(piece) {
+      queue.push(piece);
+      queued += piece.length;
+      if (!paused && queued > TARGET_HIGH_WATER) {
+        paused = true;
+        channel.pause();
+      }
+    },
+    flush() {
+      if (queue.length > 0) writing ??= writeQueue();
+    },
+    async settled() {
+      while (writing) await writing;
+    },
+  };
+}
+
+/**
+ * Target → client for node:net targets, event-driven: each chunk the socket delivers (at most
+ * 64 KiB) becomes one binary message at once; the target is paused while the client is slow.
+ * Resolves when the target has ended or was closed.
+ */
+function streamTarget(
+  target: SocketConnection,
+  channel: WebSocketChannel,
+  options: PumpOptions,
+  ended: (error: Error | undefined) => void,
+): Promise<void> {
+  const { traffic, recording } = options;
+  let paused = false;
+  return new Promise((resolve) => {
+    target.stream({
+      chunk(data) {
+        traffic?.mark("{");
+        recording?.toClient(data);
+        if (!channel.isOpen) return target.pause();
+        if (data.length <= MAX_CLIENT_MESSAGE) {
+          // The chunk is ours alone: its memory goes back as soon as it is sent.
+          channel.send(data, true);
+        } else {
+          for (let at = 0; at < data.length; at += MAX_CLIENT_MESSAGE) {
+            channel.send(data.subarray(at, at + MAX_CLIENT_MESSAGE));
+          }
+        }
+        traffic?.mark("<");
+        if (paused || channel.bufferedAmount <= CLIENT_HIGH_WATER) return;
+        paused = true;
+        target.pause();
+        void channel.drained().then(() => {
+          paused = false;
+          target.resume();
+        });
+      },
+      end(error) {
+        ended(error);
+        resolve();
+      },
+    });
+  });
+}
+
+/**
+ * Target → client for other targets: a read loop (a per-session buffer, copied out, since the
+ * chunk outlives the next read); reads wait while the client is slow.
+ */
+async function readTarget(
+  target: TargetConnection,
+  channel: WebSocketChannel,
+  options: PumpOptions,
+  ended: (error: Error | undefined) => void,
+  isClosed: () => boolean,
+): Promise<void> {
+  const { traffic, recording } = options;
+  const buffer = new Uint8Array(MAX_CLIENT_MESSAGE);
+  try {
+    while (!isClosed()) {
+      const count = await target.read(buffer);
+      if (count === null) break;
+      const chunk = buffer.slice(0, count);
+      traffic?.mark("{");
+      recording?.toClient(chunk);
+      if (!channel.isOpen) break;
+      channel.send(chunk, true);
+      traffic?.mark("<");
+      if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
+    }
+    ended(undefined);
+  } catch (error) {
+    ended(error instanceof Error ? error : new Error(String(error)));
+  }
 }
 
 function takeBatch(queue: Uint8Array[]): Uint8Array {

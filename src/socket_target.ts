@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import net from "node:net";
 import type { TargetConnection } from "./types.ts";
 
@@ -16,8 +16,25 @@ import type { TargetConnection } from "./types.ts";
 const HIGH_WATER = 256 * 1024;
 /** How long a closing connection may take to flush what it had accepted. */
 const FLUSH_TIMEOUT_MS = 5000;
+/** Pieces at least this large are written on their own, never copied into a batch. */
+const COALESCE_PIECE = 16 * 1024;
+/** Largest batch of small pieces copied into one write. */
+const COALESCE_LIMIT = 256 * 1024;
+/**
+ * What reads pending at close() reject with. One shared instance: building an Error (with its
+ * stack trace) on every session's close was measurable in the set-up rate.
+ */
+const CLOSED = new Error("Target connection was closed");
 
-/** A connected target socket with pull-style reads. */
+/** Receives a {@link SocketConnection}'s chunks in push mode ({@link SocketConnection.stream}). */
+export interface ChunkSink {
+  /** A chunk as the socket delivered it; the sink owns it. */
+  chunk(data: Uint8Array): void;
+  /** Called once: end of stream (`undefined`), a socket error, or close(). */
+  end(error: Error | undefined): void;
+}
+
+/** A connected target socket with pull-style reads, or push-style ones ({@link stream}). */
 export class SocketConnection implements TargetConnection {
   readonly #socket: net.Socket;
   readonly #chunks: Buffer[] = [];
@@ -26,10 +43,12 @@ export class SocketConnection implements TargetConnection {
   #ended = false;
   #failure: Error | undefined;
   #wake: (() => void) | undefined;
+  #sink: ChunkSink | undefined;
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
     socket.on("data", (chunk: Buffer) => {
+      if (this.#sink) return this.#sink.chunk(chunk);
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
       if (this.#buffered > HIGH_WATER) socket.pause();
@@ -65,9 +84,100 @@ export class SocketConnection implements TargetConnection {
   }
 
   #notify(): void {
+    const sink = this.#sink;
+    if (sink && (this.#ended || this.#failure)) {
+      this.#sink = undefined;
+      sink.end(this.#failure);
+    }
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
+  }
+
+  /**
+   * Switches to push mode: every chunk (those already buffered first) goes to `sink` as the socket
+   * delivers it, without a promise per chunk; {@link pause} and {@link resume} apply
+   * backpressure. Reads must not be used afterwards.
+   */
+  stream(sink: ChunkSink): void {
+    while (this.#chunks.length > 0) {
+      const chunk = this.#chunks.shift()!;
+      sink.chunk(this.#offset === 0 ? chunk : chunk.subarray(this.#offset));
+      this.#offset = 0;
+    }
+    this.#buffered = 0;
+    this.#sink = sink;
+    this.#notify();
+    if (this.#sink) this.resume();
+  }
+
+  /** Stops reading from the target (push mode: the client is slow). */
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  /** Resumes reading from the target. */
+  resume(): void {
+    if (!this.#ended && !this.#socket.destroyed) this.#socket.resume();
+  }
+
+  /**
+   * Queues `pieces` on the socket: small pieces (under `COALESCE_PIECE`) are copied together into
+   * one buffer (at most `COALESCE_LIMIT` bytes each), larger ones are written as they are, so a
+   * batch costs few writes and big pieces no copy (no `cork()`: see docs/decisions.md). Returns
+   * whether the socket holds at most `limit` bytes; when not, wait for {@link drained} before
+   * writing more. `onWritten` runs once every piece has been written. Throws when the connection
+   * is closed or failed. The caller must not reuse the pieces.
+   */
+  writePieces(pieces: readonly Uint8Array[], limit: number, onWritten?: () => void): boolean {
+    const socket = this.#socket;
+    if (this.#failure) throw this.#failure;
+    if (socket.destroyed || socket.writableEnded) throw new Error("Target connection is closed");
+    const count = pieces.length;
+    let index = 0;
+    while (index < count) {
+      const piece = pieces[index]!;
+      let end = index + 1;
+      let size = piece.length;
+      if (size < COALESCE_PIECE) {
+        while (end < count) {
+          const length = pieces[end]!.length;
+          if (length >= COALESCE_PIECE || size + length > COALESCE_LIMIT) break;
+          size += length;
+          end++;
+        }
+      }
+      let data = piece;
+      if (end > index + 1) {
+        data = Buffer.allocUnsafe(size);
+        let offset = 0;
+        for (let at = index; at < end; at++) {
+          data.set(pieces[at]!, offset);
+          offset += pieces[at]!.length;
+        }
+      }
+      // Writes complete in order: the last one's callback means every piece is done with.
+      socket.write(data, end === count ? onWritten : undefined);
+      index = end;
+    }
+    return socket.writableLength <= limit;
+  }
+
+  /** Resolves when the socket has flushed its queue; rejects if it fails or closes first. */
+  drained(): Promise<void> {
+    const socket = this.#socket;
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        if (this.#failure || socket.destroyed) {
+          reject(this.#failure ?? new Error("Target connection is closed"));
+        } else resolve();
+      };
+      if (socket.writableLength === 0) return done();
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
   }
 
   async #waitForData(): Promise<boolean> {
@@ -158,7 +268,7 @@ export class SocketConnection implements TargetConnection {
    * still delivered (write resolves before the kernel has them), then the socket is destroyed.
    */
   close(): void {
-    this.#failure ??= new Error("Target connection was closed");
+    this.#failure ??= CLOSED;
     this.#notify();
     const socket = this.#socket;
     if (socket.destroyed) return;

@@ -71,3 +71,60 @@ Deno.test("SocketConnection.connect() rejects when nothing listens", async () =>
   await new Promise((resolve) => server.close(resolve));
   await assert.rejects(SocketConnection.connect({ host: "127.0.0.1", port }));
 });
+
+Deno.test("SocketConnection.stream() pushes every byte, then ends once", async () => {
+  const sent = new Uint8Array(300_000).map((_, i) => i * 13);
+  const server = await serve((socket) => socket.end(sent));
+  try {
+    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    // Let some chunks arrive before push mode starts: they must come first, in order.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const parts: Uint8Array[] = [];
+    const ends: (Error | undefined)[] = [];
+    await deadline(
+      new Promise<void>((resolve) => {
+        connection.stream({
+          chunk: (data) => parts.push(data.slice()),
+          end: (error) => {
+            ends.push(error);
+            resolve();
+          },
+        });
+      }),
+      5000,
+      "the end of the stream",
+    );
+    assert.deepEqual(concatBytes(parts), sent);
+    connection.close();
+    assert.deepEqual(ends, [undefined]);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+Deno.test("SocketConnection.writePieces() delivers small and large pieces in order", async () => {
+  const received: Uint8Array[] = [];
+  let resolveEnd = () => {};
+  const ended = new Promise<void>((resolve) => (resolveEnd = resolve));
+  const server = await serve((socket) => {
+    socket.on("data", (chunk: Uint8Array) => received.push(chunk));
+    socket.on("end", () => resolveEnd());
+  });
+  try {
+    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const sizes = [1, 100, 20_000, 5, 7, 300_000, 16_383, 16_384, 2];
+    const pieces = sizes.map((size, n) => new Uint8Array(size).fill(n + 1));
+    let written = 0;
+    const below = connection.writePieces(pieces, 1024 * 1024, () => written++);
+    assert.equal(typeof below, "boolean");
+    await deadline(connection.drained(), 5000, "drained()");
+    await deadline(connection.closeWrite(), 5000, "closeWrite()");
+    await deadline(ended, 5000, "the server to see the end");
+    assert.equal(written, 1);
+    assert.deepEqual(concatBytes(received), concatBytes(pieces));
+    connection.close();
+    assert.throws(() => connection.writePieces([new Uint8Array(1)], 1024));
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
