@@ -141,6 +141,8 @@ export async function startProxy(
   try {
     const match = await waitFor(/Listen on (?:unix socket )?(\S+)/);
     address = match[1] ?? "";
+    // The banner's last line: once it is there, the whole banner is.
+    await waitFor(/ - proxying from /);
   } catch (error) {
     kill("SIGKILL");
     await status;
