@@ -10,7 +10,7 @@ import { parseArgs } from "./src/cli.ts";
 import { daemonize, isDaemonChild, READY_LINE } from "./src/daemon.ts";
 import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
-import { closeLogging, getLog, setupLogging } from "./src/log.ts";
+import { closeLogging, flushLog, getLog, setupLogging } from "./src/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { forkWorkers, workerRole } from "./src/workers.ts";
 import { checkTargetTls } from "./src/target_tls.ts";
@@ -21,6 +21,7 @@ const encoder = new TextEncoder();
 
 function fail(code: number, message: string): never {
   const hint = code === 2 ? "\nTry 'websockify --help' for the options." : "";
+  flushLog();
   Deno.stderr.writeSync(encoder.encode(`websockify: error: ${message}${hint}\n`));
   Deno.exit(code);
 }

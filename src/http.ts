@@ -101,8 +101,10 @@ async function handleUpgrade(
   });
   if (!check.ok) return reject(socket, log, new HttpError(400, check.reason));
 
-  log.info(`${request.secure ? "SSL/TLS (wss://)" : "Plain non-SSL (ws://)"} WebSocket connection`);
-  if (request.path !== "/") log.info(`Path: '${request.path}'`);
+  log.infoBatched(
+    `${request.secure ? "SSL/TLS (wss://)" : "Plain non-SSL (ws://)"} WebSocket connection`,
+  );
+  if (request.path !== "/") log.infoBatched(`Path: '${request.path}'`);
 
   let admitted: unknown;
   try {

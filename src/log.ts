@@ -21,6 +21,12 @@ export interface Log {
   debug(text: string): void;
   /** Normal operation. */
   info(text: string): void;
+  /**
+   * Normal operation, on the hot path of every connection: on stderr the line may wait up to
+   * 10 ms to be written together with others (lines logged with the other methods flush it first,
+   * so the order is kept).
+   */
+  infoBatched(text: string): void;
   /** Something is wrong but the proxy goes on. */
   warn(text: string): void;
   /** A failure. */
@@ -39,6 +45,14 @@ function wrap(logger: ReturnType<typeof getLogger>): Log {
   return {
     debug: (text) => logger.debug`${text}`,
     info: (text) => logger.info`${text}`,
+    infoBatched: (text) => {
+      batching = true;
+      try {
+        logger.info`${text}`;
+      } finally {
+        batching = false;
+      }
+    },
     warn: (text) => logger.warn`${text}`,
     error: (text) => logger.error`${text}`,
     child: (context) => wrap(logger.with(context)),
@@ -94,9 +108,47 @@ export function peerHost(peer: string): string {
 
 const encoder = new TextEncoder();
 
+// Lines logged with Log.infoBatched() (three per connection) are collected and written together,
+// at most 10 ms later (or at once when 16 KiB are waiting): a write per line woke whatever reads
+// stderr three times per connection, and with that reader on the proxy's core the set-up rate fell
+// by about a fifth. Any other line writes what is waiting and itself at once, as before, so lines
+// keep their order and a refusal is on stderr before the client has its answer. Deno.exit()
+// ("unload"), an uncaught error and closeLogging() write what is waiting.
+const STDERR_DELAY_MS = 10;
+const STDERR_BATCH = 16 * 1024;
+/** Set while Log.infoBatched() logs: the stderr sink runs synchronously inside that call. */
+let batching = false;
+let pendingStderr = "";
+let stderrTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Writes the log lines still waiting for stderr; call before writing to stderr directly. */
+export function flushLog(): void {
+  if (stderrTimer !== undefined) {
+    clearTimeout(stderrTimer);
+    stderrTimer = undefined;
+  }
+  if (pendingStderr === "") return;
+  const text = pendingStderr;
+  pendingStderr = "";
+  try {
+    writeAll(Deno.stderr, encoder.encode(text));
+  } catch {
+    // stderr closed: nothing else to write the lines to.
+  }
+}
+
 const stderrSink = immediate((record: LogRecord): void => {
-  writeAll(Deno.stderr, encoder.encode(formatRecord(record) + "\n"));
+  pendingStderr += formatRecord(record) + "\n";
+  if (!batching || pendingStderr.length >= STDERR_BATCH) {
+    flushLog();
+  } else if (stderrTimer === undefined) {
+    stderrTimer = setTimeout(flushLog, STDERR_DELAY_MS);
+  }
 });
+
+globalThis.addEventListener("unload", flushLog);
+globalThis.addEventListener("error", flushLog);
+globalThis.addEventListener("unhandledrejection", flushLog);
 
 /**
  * Marks `sink` as one that is done with a record when it returns, so logtape hands it the record
@@ -225,6 +277,7 @@ export async function setupLogging(
 /** Flushes and closes the sinks. */
 export async function closeLogging(): Promise<void> {
   await dispose();
+  flushLog();
 }
 
 /** Discards the logging configuration (tests). */

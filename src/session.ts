@@ -39,7 +39,7 @@ export async function runSession(
   const { config, target, log } = options;
   const name = describeTarget(target);
   const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
-  log.info(
+  log.infoBatched(
     options.connectingMessage !== undefined
       ? `${options.connectingMessage}${tlsSuffix}`
       : target.kind === "unix"
