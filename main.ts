@@ -121,6 +121,12 @@ async function main(): Promise<number> {
     Deno.addSignalListener(signal, () => stop(signal));
   }
   let parts: ServerParts = {};
+  // SIGHUP reloads certificates; installed before start-up so an early one never kills us.
+  Deno.addSignalListener("SIGHUP", () => {
+    const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
+    if (serverTls) void serverTls.reload();
+    else log.info("Got SIGHUP: no certificate to reload");
+  });
   let wrap;
   try {
     wrap = await prepareWrap(config);
@@ -149,12 +155,8 @@ async function main(): Promise<number> {
     fail(1, errorMessage(error));
   }
   const serverTls = parts.tls instanceof ServerTls ? parts.tls : undefined;
-  // Renewed certificates: on SIGHUP, and on file changes. A bad renewal keeps the old one.
+  // Renewed certificates: on SIGHUP (above), and on file changes. A bad renewal keeps the old one.
   serverTls?.watch();
-  Deno.addSignalListener("SIGHUP", () => {
-    if (serverTls) void serverTls.reload();
-    else log.info("Got SIGHUP: no certificate to reload");
-  });
   if (background) {
     // Tell the foreground half that start-up succeeded; nothing is written to stderr after this.
     Deno.stderr.writeSync(encoder.encode(`${READY_LINE}\n`));
