@@ -1,3 +1,4 @@
+import { startEcho, startProxy } from "./_helpers.ts";
 /**
  * Helpers for the web and auth tests: a real node:http server on 127.0.0.1:0, a raw-socket
  * HTTP exchange (for request targets `fetch` would normalise), and a temporary web root.
@@ -160,60 +161,22 @@ export interface Proxy {
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /**
- * Runs `main.ts` with `args` (listen address `127.0.0.1:0` is prepended) and waits for its
- * "Listen on" banner line; rejects with the collected stderr if it exits or takes over 20 s.
+ * Runs `main.ts` with `args` (listen address `127.0.0.1:0` is prepended) and waits for its banner
+ * (see `startProxy()` in tests/_helpers.ts); rejects with the collected stderr if it exits first.
  */
 export async function spawnProxy(args: readonly string[], cwd?: string): Promise<Proxy> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--unstable-net", MAIN, "127.0.0.1:0", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    ...(cwd === undefined ? {} : { cwd }),
-  }).spawn();
-  let text = "";
-  let resolveListening: (port: number) => void = () => {};
-  const listening = new Promise<number>((resolve) => (resolveListening = resolve));
-  const pump = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) {
-      text += decoder.decode(chunk, { stream: true });
-      const match = /Listen on 127\.0\.0\.1:(\d+)/.exec(text);
-      if (match) resolveListening(Number(match[1]));
-    }
-  })();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const outcome = await Promise.race([
-    listening,
-    child.status.then((status) => `exited with code ${status.code}`),
-    new Promise<string>((resolve) => (timer = setTimeout(() => resolve("timed out"), 20_000))),
-  ]);
-  clearTimeout(timer);
-  const stop = async (): Promise<number> => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    let killTimer: ReturnType<typeof setTimeout> | undefined;
-    const status = await Promise.race([
-      child.status,
-      new Promise<Deno.CommandStatus>((resolve) => {
-        killTimer = setTimeout(() => {
-          child.kill("SIGKILL");
-          resolve(child.status);
-        }, 10_000);
-      }),
-    ]);
-    clearTimeout(killTimer);
-    await pump;
-    return status.code;
+  const proxy = await startProxy(["127.0.0.1:0", ...args], cwd === undefined ? {} : { cwd });
+  return {
+    port: proxy.port,
+    stderr: proxy.stderr,
+    async stop() {
+      proxy.kill("SIGTERM");
+      const timer = setTimeout(() => proxy.kill("SIGKILL"), 10_000);
+      const status = await proxy.status;
+      clearTimeout(timer);
+      return status.code;
+    },
   };
-  if (typeof outcome === "string") {
-    await stop();
-    throw new Error(`main.ts ${outcome} before listening; stderr:\n${text}`);
-  }
-  return { port: outcome, stderr: () => text, stop };
 }
 
 /** Runs `main.ts` with `args` expecting it to fail at start-up; returns exit code and stderr. */
@@ -283,30 +246,8 @@ export async function upgradeRequest(
   return response;
 }
 
-/** A TCP echo server on 127.0.0.1:0, the proxy's target. */
+/** A TCP echo server on 127.0.0.1 (see `startEcho()` in tests/_helpers.ts). */
 export function startEchoServer(): { port: number; close(): Promise<void> } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const connections = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const connection of listener) {
-      connections.add(connection);
-      void connection.readable.pipeTo(connection.writable).catch(() => {}).finally(() =>
-        connections.delete(connection)
-      );
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    close: async () => {
-      listener.close();
-      for (const connection of connections) {
-        try {
-          connection.close();
-        } catch {
-          // Already closed by pipeTo.
-        }
-      }
-      await loop;
-    },
-  };
+  const echo = startEcho();
+  return { port: echo.port, close: async () => await echo[Symbol.asyncDispose]() };
 }
