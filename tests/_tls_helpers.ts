@@ -1,4 +1,3 @@
-import { type ProxyProcess, startProxy } from "./_helpers.ts";
 /**
  * Test PKI made by `openssl` at test time (X.509 v3, P-256 keys): a CA, a server certificate for
  * localhost/127.0.0.1, client certificates CN=alice and CN=bob, and the broken variants the
@@ -7,6 +6,7 @@ import { type ProxyProcess, startProxy } from "./_helpers.ts";
  * @module
  */
 
+import { type ProxyProcess, startProxy } from "./_helpers.ts";
 import { join } from "node:path";
 
 /** Paths of the generated files; every certificate is PEM. */

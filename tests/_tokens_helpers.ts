@@ -1,4 +1,3 @@
-import { type ProxyProcess, startProxy, within } from "./_helpers.ts";
 /**
  * Test helpers of the token plugin tests: captured log lines, temp dirs, a real `redis-server`
  * on a free loopback port, and a local HTTP server.
@@ -6,6 +5,7 @@ import { type ProxyProcess, startProxy, within } from "./_helpers.ts";
  * @module
  */
 
+import { type ProxyProcess, startProxy, within } from "./_helpers.ts";
 import { configureSync, type LogRecord } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import { createServer } from "node:net";

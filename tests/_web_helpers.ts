@@ -1,4 +1,3 @@
-import { startEcho, startProxy } from "./_helpers.ts";
 /**
  * Helpers for the web and auth tests: a real node:http server on 127.0.0.1:0, a raw-socket
  * HTTP exchange (for request targets `fetch` would normalise), and a temporary web root.
@@ -6,6 +5,7 @@ import { startEcho, startProxy } from "./_helpers.ts";
  * @module
  */
 
+import { startEcho, startProxy } from "./_helpers.ts";
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
 
