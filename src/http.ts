@@ -14,7 +14,7 @@ import { WebSocketChannel } from "./channel.ts";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
 import { writeAuthError } from "./auth/response.ts";
 import { checkUpgrade, switchingProtocolsResponse } from "./handshake.ts";
-import { errorResponse } from "./http_response.ts";
+import { errorPage, errorResponse } from "./http_response.ts";
 import { connectionInfo } from "./listener.ts";
 import { clientIdentityOf } from "./tls.ts";
 import type { Log } from "./log.ts";
@@ -138,15 +138,6 @@ export function httpErrorOf(error: unknown): {
   headers: Readonly<Record<string, string>>;
   logText: string;
 } {
-  if (error instanceof AuthError) {
-    const detail = error.logDetail ? `: ${error.logDetail}` : "";
-    return {
-      status: error.status,
-      reason: error.message,
-      headers: error.headers,
-      logText: `Authentication failed: ${error.status} ${error.message}${detail}`,
-    };
-  }
   if (error instanceof HttpError) {
     return {
       status: error.status,
@@ -203,13 +194,12 @@ function header(req: http.IncomingMessage, name: string): string | undefined {
 }
 
 function sendError(res: http.ServerResponse, status: number, reason: string, head: boolean): void {
-  const text = errorResponse(status, reason);
-  const body = head ? "" : text.slice(text.indexOf("\r\n\r\n") + 4);
+  const body = errorPage(status, reason);
   res.writeHead(status, reason, {
     "Content-Type": "text/html;charset=utf-8",
-    "Content-Length": Buffer.byteLength(text.slice(text.indexOf("\r\n\r\n") + 4)),
+    "Content-Length": Buffer.byteLength(body),
     "Connection": "close",
     "Server": "WebSockify Deno",
   });
-  res.end(body);
+  res.end(head ? "" : body);
 }
