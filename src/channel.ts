@@ -10,6 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
+import { whenDrained } from "./socket_target.ts";
 import {
   type DataOpcode,
   encodeCloseFrame,
@@ -199,15 +200,7 @@ export class WebSocketChannel {
   drained(): Promise<void> {
     const socket = this.socket;
     if (socket.destroyed || socket.writableLength === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        socket.off("drain", done);
-        socket.off("close", done);
-        resolve();
-      };
-      socket.on("drain", done);
-      socket.on("close", done);
-    });
+    return whenDrained(socket);
   }
 
   // One frame is streamed piece by piece as it arrives. A message sent in several frames is held

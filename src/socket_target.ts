@@ -164,20 +164,12 @@ export class SocketConnection implements TargetConnection {
   }
 
   /** Resolves when the socket has flushed its queue; rejects if it fails or closes first. */
-  drained(): Promise<void> {
+  async drained(): Promise<void> {
     const socket = this.#socket;
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        socket.off("drain", done);
-        socket.off("close", done);
-        if (this.#failure || socket.destroyed) {
-          reject(this.#failure ?? new Error("Target connection is closed"));
-        } else resolve();
-      };
-      if (socket.writableLength === 0) return done();
-      socket.on("drain", done);
-      socket.on("close", done);
-    });
+    if (socket.writableLength > 0) await whenDrained(socket);
+    if (this.#failure || socket.destroyed) {
+      throw this.#failure ?? new Error("Target connection is closed");
+    }
   }
 
   async #waitForData(): Promise<boolean> {
@@ -245,17 +237,7 @@ export class SocketConnection implements TargetConnection {
       return Promise.reject(new Error("Target connection is closed"));
     }
     if (socket.write(data)) return Promise.resolve(data.length);
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        socket.off("drain", done);
-        socket.off("close", done);
-        if (this.#failure || socket.destroyed) {
-          reject(this.#failure ?? new Error("Target connection is closed"));
-        } else resolve(data.length);
-      };
-      socket.on("drain", done);
-      socket.on("close", done);
-    });
+    return this.drained().then(() => data.length);
   }
 
   /** Half-closes: sends FIN after queued data; reads continue. */
@@ -280,4 +262,20 @@ export class SocketConnection implements TargetConnection {
       socket.destroy();
     });
   }
+}
+
+/**
+ * Resolves once `socket` emits `drain` or `close`, whichever comes first: the one wait for a full
+ * socket buffer shared by the client channel and target connections.
+ */
+export function whenDrained(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
 }
