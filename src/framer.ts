@@ -25,19 +25,6 @@ export const OPCODE = {
   pong: 10,
 } as const;
 
-/** Close codes the proxy sends, by name. */
-export const CLOSE_CODE = {
-  normal: 1000,
-  goingAway: 1001,
-  protocolError: 1002,
-  unsupportedData: 1003,
-  noStatus: 1005,
-  invalidPayload: 1007,
-  policyViolation: 1008,
-  messageTooBig: 1009,
-  internalError: 1011,
-} as const;
-
 /** Options and callbacks of {@link FrameReader}. */
 export interface FrameReaderOptions {
   /** Largest message in bytes, counted over all its frames; 0 means no limit. @default 0 */

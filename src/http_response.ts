@@ -38,17 +38,6 @@ export function errorResponse(
   return `${lines.join("\r\n")}\r\n\r\n${options.head ? "" : body}`;
 }
 
-/** Writes an error response to `socket` and closes it once written. */
-export function writeErrorResponse(
-  socket: { end(data: string): unknown; destroyed?: boolean },
-  status: number,
-  reason?: string,
-  headers?: Readonly<Record<string, string>>,
-): void {
-  if (socket.destroyed) return;
-  socket.end(errorResponse(status, reason, headers));
-}
-
 /** Escapes text for HTML element content and attribute values. */
 export function escapeHtml(text: string): string {
   return text.replace(

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { configure, dispose, getLogger, type LogRecord, reset, type Sink } from "@logtape/logtape";
+import { configure, dispose, getLogger, type LogRecord, type Sink } from "@logtape/logtape";
 import { getFileSink } from "@logtape/file";
 import dgram from "node:dgram";
 import type { LogConfig, SyslogConfig } from "./config.ts";
@@ -278,11 +278,6 @@ export async function setupLogging(
 export async function closeLogging(): Promise<void> {
   await dispose();
   flushLog();
-}
-
-/** Discards the logging configuration (tests). */
-export async function resetLogging(): Promise<void> {
-  await reset();
 }
 
 /** The `--traffic` legend printed at start-up, as upstream. */
