@@ -12,6 +12,7 @@ import { isIP } from "node:net";
 import type { TargetTlsConfig } from "./config.ts";
 import { errorMessage, TargetError } from "./errors.ts";
 import { SocketConnection } from "./socket_target.ts";
+import { dialTlsTarget } from "./target_tls.ts";
 import type { Target, TargetConnection } from "./types.ts";
 
 /** Options of {@link dialTarget}. */
@@ -57,7 +58,6 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
     return await Deno.connect({ transport: "unix", path: target.path });
   }
   if (options.tls.enabled) {
-    const { dialTlsTarget } = await import("./target_tls.ts");
     return await dialTlsTarget(target.host, target.port, {
       config: options.tls,
       timeoutMs: options.timeoutMs,
