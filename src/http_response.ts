@@ -24,8 +24,8 @@ export function errorResponse(
   headers: Readonly<Record<string, string>> = {},
   options: { head?: boolean } = {},
 ): string {
-  const body = errorPage(status, reason);
-  const phrase = reason.replace(/[\r\n]+/g, " ");
+  const phrase = printable(reason) || STATUS_CODES[status] || "Error";
+  const body = errorPage(status, phrase);
   const lines = [
     `HTTP/1.1 ${status} ${phrase}`,
     "Server: WebSockify Deno",
@@ -33,7 +33,7 @@ export function errorResponse(
     "Connection: close",
     "Content-Type: text/html;charset=utf-8",
     `Content-Length: ${new TextEncoder().encode(body).length}`,
-    ...Object.entries(headers).map(([name, value]) => `${name}: ${value.replace(/[\r\n]+/g, " ")}`),
+    ...Object.entries(safeHeaders(headers)).map(([name, value]) => `${name}: ${value}`),
   ];
   return `${lines.join("\r\n")}\r\n\r\n${options.head ? "" : body}`;
 }
@@ -45,4 +45,22 @@ export function escapeHtml(text: string): string {
     (char) =>
       ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;" })[char] ?? char,
   );
+}
+
+/** Drops control characters (CR, LF, NUL, DEL, ...) so a value fits on one header line. */
+export function printable(text: string): string {
+  // deno-lint-ignore no-control-regex -- stripping control characters is the point
+  return text.replace(/[\x00-\x1f\x7f]/g, "").trim();
+}
+
+/**
+ * Keeps headers whose names are valid tokens (RFC 9110), with printable values: whatever a plugin
+ * puts in an error, it cannot split the response.
+ */
+export function safeHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const safe: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) safe[name] = printable(value);
+  }
+  return safe;
 }

@@ -13,7 +13,7 @@
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
 import { AuthError, errorMessage } from "../errors.ts";
-import { errorPage, errorResponse } from "../http_response.ts";
+import { errorPage, errorResponse, printable, safeHeaders } from "../http_response.ts";
 import { getLog } from "../log.ts";
 
 /** How long a denied upgrade socket may linger after the answer before it is destroyed (ms). */
@@ -36,10 +36,7 @@ export function writeAuthError(
   getLog("auth").child({ peer }).info(
     `Authentication failed: ${error.status} ${reason}${detail}`,
   );
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(error.headers)) {
-    if (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) headers[name] = printable(value);
-  }
+  const headers = safeHeaders(error.headers);
   if (target instanceof http.ServerResponse) {
     writeToResponse(target, error.status, reason, headers);
   } else {
@@ -93,10 +90,4 @@ function writeToSocket(socket: Duplex, response: string): void {
   socket.on("error", () => socket.destroy());
   socket.resume();
   socket.end(response);
-}
-
-/** Drops control characters (CR, LF, NUL, DEL, ...) so a value fits on one header line. */
-function printable(text: string): string {
-  // deno-lint-ignore no-control-regex -- stripping control characters is the point
-  return text.replace(/[\x00-\x1f\x7f]/g, "").trim();
 }
