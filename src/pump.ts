@@ -114,8 +114,8 @@ export function pump(
           return;
         }
         if (fin) traffic?.mark("}");
+        recording?.fromClient(payload, fin);
         if (payload.length === 0 || targetClosed) return;
-        recording?.fromClient(payload);
         toTarget.add(payload);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {

@@ -38,6 +38,7 @@ export class Recording {
   #queue: string[] = [];
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  #pendingClient = "";
 
   private constructor(file: Deno.FsFile) {
     this.#file = file;
@@ -51,14 +52,21 @@ export class Recording {
     return recording;
   }
 
-  /** Records data received from the client. */
-  fromClient(data: Uint8Array): void {
-    this.#frame("}", data);
+  /** Records a piece of a client message; `complete` marks its last piece. */
+  fromClient(data: Uint8Array, complete = true): void {
+    // One line per client message, as upstream, even when it arrives in several pieces; pieces
+    // are escaped at once, so no socket buffer is held.
+    if (this.#closed) return;
+    this.#pendingClient += escapeFrame(data);
+    if (!complete) return;
+    const text = this.#pendingClient;
+    this.#pendingClient = "";
+    this.#line("}", text);
   }
 
   /** Records data sent to the client. */
   toClient(data: Uint8Array): void {
-    this.#frame("{", data);
+    if (!this.#closed) this.#line("{", escapeFrame(data));
   }
 
   /** Writes the closing line and closes the file. */
@@ -70,10 +78,9 @@ export class Recording {
     this.#file.close();
   }
 
-  #frame(direction: "}" | "{", data: Uint8Array): void {
-    if (this.#closed) return;
+  #line(direction: "}" | "{", escaped: string): void {
     const elapsed = Math.floor(performance.now() - this.#start);
-    this.#append(`'${direction}${elapsed}${direction}${escapeFrame(data)}',\n`);
+    this.#append(`'${direction}${elapsed}${direction}${escaped}',\n`);
   }
 
   #append(text: string): void {
