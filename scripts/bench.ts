@@ -1,8 +1,10 @@
 /**
- * `deno task bench [--quick] [--workers N] [--no-python]`: measures the proxy against the limit
- * (a direct TCP connection to the same target, or a direct `ws` echo server for the concurrency
- * tests) and against Python websockify when `/usr/bin/websockify` is installed, and prints a
- * markdown table with ratios and the issue's targets.
+ * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]`: measures
+ * the proxy against the limit (a direct TCP connection to the same target, or a direct `ws` echo
+ * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
+ * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
+ * busy the server and the load side were in each test (which side limited the figure).
+ * `--only throughput,latency,setup,concurrency,idle` runs some parts.
  *
  * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
  * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
@@ -24,19 +26,38 @@ interface Options {
   workers: number;
   python: boolean;
   pin: boolean;
+  /** Parts of the bench to run (all by default). */
+  only: string[];
 }
 
 function parseOptions(args: string[]): Options {
-  const options: Options = { quick: false, workers: 1, python: true, pin: true };
+  const options: Options = {
+    quick: false,
+    workers: 1,
+    python: true,
+    pin: true,
+    only: [...SECTIONS],
+  };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--quick") options.quick = true;
     else if (arg === "--no-python") options.python = false;
     else if (arg === "--no-pin") options.pin = false;
     else if (arg === "--workers") options.workers = Number(args[++i]);
-    else {
+    else if (arg === "--only") {
+      options.only = (args[++i] ?? "").split(",").filter(Boolean);
+      const unknown = options.only.filter((part) =>
+        !(SECTIONS as readonly string[]).includes(part)
+      );
+      if (unknown.length > 0 || options.only.length === 0) {
+        throw new Error(
+          `Unknown part '${unknown.join(",")}' for --only: use a comma-separated list of ` +
+            SECTIONS.join(", "),
+        );
+      }
+    } else {
       throw new Error(
-        `Unknown option '${arg}': use --quick, --workers N, --no-python or --no-pin`,
+        `Unknown option '${arg}': use --quick, --workers N, --no-python, --no-pin or --only PARTS`,
       );
     }
   }
@@ -274,8 +295,24 @@ interface Row {
   higher: boolean;
   values: Map<string, number>;
   notes: Map<string, string>;
+  /** Per subject: CPU share of one core of the server and of the load side, per run. */
+  cpu: Map<string, { server: number[]; load: number[] }>;
   /** Target: required ratio to Python (or to the limit), or an absolute bound. */
   target?: { against: "python" | "limit" | "absolute"; ratio: number; text: string };
+}
+
+/** The parts of the bench `--only` can pick. */
+const SECTIONS = ["throughput", "latency", "setup", "concurrency", "idle"] as const;
+type Section = typeof SECTIONS[number];
+
+/** A load generator's CPU figures, kept on `row` under `name`. */
+function keepCpu(row: Row, name: string, result: Json): void {
+  const entry = row.cpu.get(name) ?? { server: [], load: [] };
+  // NaN travels through JSON as null: no figure.
+  const figure = (value: unknown) => typeof value === "number" ? value : NaN;
+  entry.server.push(figure(result.serverCpu));
+  entry.load.push(figure(result.loadCpu));
+  row.cpu.set(name, entry);
 }
 
 async function main(): Promise<void> {
@@ -289,6 +326,7 @@ async function main(): Promise<void> {
   const versionText = new TextDecoder().decode(
     (await new Deno.Command(Deno.execPath(), { args: ["--version"] }).output()).stdout,
   ).split("\n")[0];
+  const runs = (section: Section) => options.only.includes(section);
 
   log(`bench: ${options.quick ? "quick" : "full"} mode, ${repeats} run(s) per figure`);
   const target = await startTarget(options);
@@ -300,6 +338,9 @@ async function main(): Promise<void> {
   };
   const subjects: Subject[] = [direct];
   const started_: Subject[] = [];
+  // Every measurement also reports the TCP target's CPU, as part of the load side.
+  const measure = (subject: Subject, test: Json) =>
+    load(options, subject, { ...test, targetPid: target.child.pid });
   try {
     const deno = await startDenoProxy(options, target.port, 1);
     subjects.push(deno);
@@ -334,13 +375,20 @@ async function main(): Promise<void> {
 
     const rows: Row[] = [];
     const row = (label: string, unit: string, higher: boolean, target?: Row["target"]): Row => {
-      const r: Row = { label, unit, higher, values: new Map(), notes: new Map() };
+      const r: Row = {
+        label,
+        unit,
+        higher,
+        values: new Map(),
+        notes: new Map(),
+        cpu: new Map(),
+      };
       if (target) r.target = target;
       rows.push(r);
       return r;
     };
 
-    const throughput: [string, Json, Row][] = [
+    const throughput: [string, Json, Row][] = !runs("throughput") ? [] : [
       [
         "ws→tcp 64 KiB",
         { test: "upload", messageSize: 65536 },
@@ -383,62 +431,71 @@ async function main(): Promise<void> {
       const samples = new Map<string, number[]>();
       for (let run = 0; run < repeats; run++) {
         for (const subject of subjects) {
-          const result = await load(options, subject, { ...test, windowMs, warmupMs });
+          const result = await measure(subject, { ...test, windowMs, warmupMs });
           const list = samples.get(subject.name) ?? [];
           list.push(result.mbps as number);
           samples.set(subject.name, list);
+          keepCpu(r, subject.name, result);
         }
       }
       for (const [subject, values] of samples) r.values.set(subject, median(values));
     }
 
-    log("- echo round trip");
-    const p50 = row("echo round trip p50 (32 B)", "µs", false, {
-      against: "python",
-      ratio: 1,
-      text: "≤ 1.0× python",
-    });
-    const p99 = row("echo round trip p99 (32 B)", "µs", false, {
-      against: "python",
-      ratio: 0.75,
-      text: "≤ 0.75× python",
-    });
-    for (const subject of subjects) {
-      const p50s: number[] = [];
-      const p99s: number[] = [];
-      for (let run = 0; run < repeats; run++) {
-        const result = await load(options, subject, {
-          test: "latency",
-          count: options.quick ? 3000 : 10000,
-        });
-        p50s.push(result.p50 as number);
-        p99s.push(result.p99 as number);
+    if (runs("latency")) {
+      // Rounds alternate between the subjects, so that a noisy stretch of the shared machine
+      // does not land on one of them only; each figure is the median over the rounds.
+      log("- echo round trip");
+      const p50 = row("echo round trip p50 (32 B)", "µs", false, {
+        against: "python",
+        ratio: 1,
+        text: "≤ 1.0× python",
+      });
+      const p99 = row("echo round trip p99 (32 B)", "µs", false, {
+        against: "python",
+        ratio: 0.75,
+        text: "≤ 0.75× python",
+      });
+      const rounds = options.quick ? 1 : 5;
+      const p50s = new Map<string, number[]>();
+      const p99s = new Map<string, number[]>();
+      for (let round = 0; round < rounds; round++) {
+        for (const subject of subjects) {
+          const result = await measure(subject, {
+            test: "latency",
+            count: options.quick ? 3000 : 4000,
+          });
+          p50s.set(subject.name, [...p50s.get(subject.name) ?? [], result.p50 as number]);
+          p99s.set(subject.name, [...p99s.get(subject.name) ?? [], result.p99 as number]);
+          keepCpu(p50, subject.name, result);
+        }
       }
-      p50.values.set(subject.name, median(p50s));
-      p99.values.set(subject.name, median(p99s));
-    }
-
-    log("- connection set-up");
-    const setup = row("set-up: handshake, 1 echo, close (4 parallel)", "conn/s", true, {
-      against: "python",
-      ratio: 10,
-      text: "≥ 10× python",
-    });
-    for (let run = 0; run < repeats; run++) {
       for (const subject of subjects) {
-        const result = await load(options, subject, { test: "setup", windowMs, parallel: 4 });
-        const list = (setup.notes.get(subject.name) ?? "").split(",").filter(Boolean);
-        list.push(String(result.rate));
-        setup.notes.set(subject.name, list.join(","));
-        if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
+        p50.values.set(subject.name, median(p50s.get(subject.name) ?? []));
+        p99.values.set(subject.name, median(p99s.get(subject.name) ?? []));
+        if (rounds > 1) p99.notes.set(subject.name, spread(p99s.get(subject.name) ?? []));
       }
     }
-    for (const [name, list] of setup.notes) {
-      setup.values.set(name, median(list.split(",").map(Number)));
-    }
-    setup.notes.clear();
 
-    for (const connections of [1000, 5000]) {
+    if (runs("setup")) {
+      log("- connection set-up");
+      const setup = row("set-up: handshake, 1 echo, close (4 parallel)", "conn/s", true, {
+        against: "python",
+        ratio: 10,
+        text: "≥ 10× python",
+      });
+      const rates = new Map<string, number[]>();
+      for (let run = 0; run < repeats; run++) {
+        for (const subject of subjects) {
+          const result = await measure(subject, { test: "setup", windowMs, parallel: 4 });
+          rates.set(subject.name, [...rates.get(subject.name) ?? [], result.rate as number]);
+          keepCpu(setup, subject.name, result);
+          if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
+        }
+      }
+      for (const [name, list] of rates) setup.values.set(name, median(list));
+    }
+
+    for (const connections of runs("concurrency") ? [1000, 5000] : []) {
       log(`- ${connections} concurrent echoing connections`);
       await freshProxies();
       const rate = row(`${connections} concurrent echoing connections`, "msg/s", true, {
@@ -451,55 +508,84 @@ async function main(): Promise<void> {
         ratio: connections === 5000 ? 250 : Infinity,
         text: connections === 5000 ? "≤ 250 MiB" : "",
       });
+      // Runs alternate between the ws echo server and the proxies; the rate is the median, the
+      // memory the largest seen and "served" the fewest.
+      const rates = new Map<string, number[]>();
+      const memories = new Map<string, number[]>();
+      const served = new Map<string, number[]>();
       const concurrentSubjects = [wsEcho, ...subjects.filter((s) => s.name.startsWith("deno"))];
-      for (const subject of concurrentSubjects) {
-        const result = await load(options, subject, {
-          test: "concurrent",
-          connections,
-          windowMs: options.quick ? 1500 : 3000,
-        });
-        const name = subject === wsEcho ? "direct" : subject.name;
-        rate.values.set(name, result.rate as number);
-        rate.notes.set(name, `${result.served}/${connections} served`);
-        memory.values.set(name, (result.memoryKib as number) / 1024);
+      for (let run = 0; run < repeats; run++) {
+        for (const subject of concurrentSubjects) {
+          const result = await measure(subject, {
+            test: "concurrent",
+            connections,
+            windowMs: options.quick ? 1500 : 3000,
+          });
+          const name = subject === wsEcho ? "direct" : subject.name;
+          rates.set(name, [...rates.get(name) ?? [], result.rate as number]);
+          memories.set(name, [...memories.get(name) ?? [], (result.memoryKib as number) / 1024]);
+          served.set(name, [...served.get(name) ?? [], Number(result.served ?? 0)]);
+          keepCpu(rate, name, result);
+        }
+      }
+      for (const [name, list] of rates) {
+        rate.values.set(name, median(list));
+        rate.notes.set(name, `${Math.min(...served.get(name)!)}/${connections} served`);
+        memory.values.set(name, Math.max(...memories.get(name)!));
       }
       rate.notes.set("python", "forks per connection: not run");
     }
 
-    log("- idle connections");
-    await freshProxies();
-    const idle = row("idle memory per connection", "KiB", false, {
-      against: "absolute",
-      ratio: 40,
-      text: "≤ 40 KiB",
-    });
-    for (const subject of subjects.slice(1)) {
-      const connections = subject.name === "python" ? 100 : 5000;
-      const result = await load(options, subject, { test: "idle", connections });
-      idle.values.set(subject.name, result.kibPerConnection as number);
-      idle.notes.set(subject.name, `${connections} conns`);
+    if (runs("idle")) {
+      log("- idle connections");
+      await freshProxies();
+      const idle = row("idle memory per connection", "KiB", false, {
+        against: "absolute",
+        ratio: 40,
+        text: "≤ 40 KiB",
+      });
+      for (const subject of subjects.slice(1)) {
+        const connections = subject.name === "python" ? 100 : 5000;
+        const result = await load(options, subject, { test: "idle", connections });
+        idle.values.set(subject.name, result.kibPerConnection as number);
+        idle.notes.set(subject.name, `${connections} conns`);
+      }
     }
 
     const seconds = (performance.now() - started) / 1000;
-    console.log(
-      renderTable(rows, subjects.map((s) => s.name), python, {
-        mode: options.quick ? "quick" : "full",
-        seconds,
-        version: versionText ?? "",
-        pinned: options.pin && haveTaskset,
-        workers: options.workers,
-      }),
-    );
+    const info = {
+      mode: options.quick ? "quick" : "full",
+      seconds,
+      version: versionText ?? "",
+      pinned: options.pin && haveTaskset,
+      workers: options.workers,
+    };
+    const names = subjects.map((s) => s.name);
+    console.log(renderTable(rows, names, python, info));
+    console.log("");
+    console.log(renderCpuTable(rows, names, python));
   } finally {
     for (const subject of started_) await subject.stop();
     await target.child.stop();
   }
 }
 
+/** "min–max" of `values`, for the spread of a median. */
+function spread(values: number[]): string {
+  const finite = values.filter(Number.isFinite);
+  if (finite.length === 0) return "";
+  return `${format(Math.min(...finite), "µs")}–${format(Math.max(...finite), "µs")}`;
+}
+
 function format(value: number | undefined, unit: string): string {
   if (value === undefined || !Number.isFinite(value)) return "–";
   if (unit === "MiB" || unit === "KiB") return value.toFixed(1);
   return value >= 100 ? Math.round(value).toLocaleString("en-US") : value.toPrecision(3);
+}
+
+/** The columns of both tables: the proxies and the limit, then Python. */
+function columnsOf(names: string[], python: boolean): string[] {
+  return [...names.filter((n) => n !== "python"), ...(python ? ["python"] : [])];
 }
 
 function renderTable(
@@ -526,10 +612,11 @@ function renderTable(
   );
   lines.push(
     "The concurrency and idle rows use freshly started proxies; memory is RSS (PSS summed over " +
-      "the process tree for Python websockify and for --workers).",
+      "the process tree for Python websockify and for --workers). Rounds alternate between the " +
+      "servers; figures are medians (p99: median of the rounds' p99, with their range).",
   );
   lines.push("");
-  const columns = [...names.filter((n) => n !== "python"), ...(python ? ["python"] : [])];
+  const columns = columnsOf(names, python);
   const header = ["test", "unit", ...columns, "deno / python", "deno / direct", "target", "met"];
   lines.push(`| ${header.join(" | ")} |`);
   lines.push(`| ${header.map(() => "---").join(" | ")} |`);
@@ -563,6 +650,54 @@ function renderTable(
           .join(" | ")
       } |`,
     );
+  }
+  return lines.join("\n");
+}
+
+/** A core counts as the limit from this share of its time on. */
+const SATURATED = 0.9;
+
+/**
+ * The second table: how busy each side was during each test (median share of one core), and
+ * which side limited deno's figure. The load side is the load generator plus the TCP target,
+ * which share CPU 1 when pinned.
+ */
+function renderCpuTable(rows: Row[], names: string[], python: boolean): string {
+  const columns = columnsOf(names, python);
+  const lines = [
+    "CPU use during each test, as a share of one core: server under test / load side (load " +
+    "generator + TCP target). The load side is the limit when it is at 90 % or more while the " +
+    "server is not.",
+    "",
+  ];
+  const header = ["test", ...columns, "deno limited by"];
+  lines.push(`| ${header.join(" | ")} |`);
+  lines.push(`| ${header.map(() => "---").join(" | ")} |`);
+  const share = (value: number) => Number.isFinite(value) ? `${Math.round(value * 100)} %` : "–";
+  for (const row of rows) {
+    if (row.cpu.size === 0) continue;
+    const cells = columns.map((name) => {
+      const entry = row.cpu.get(name);
+      if (!entry) return "–";
+      const server = median(entry.server);
+      const load = median(entry.load);
+      return Number.isFinite(server) ? `${share(server)} / ${share(load)}` : `– / ${share(load)}`;
+    });
+    const deno = row.cpu.get("deno");
+    let limit = "–";
+    if (deno) {
+      const server = median(deno.server);
+      const load = median(deno.load);
+      limit = !Number.isFinite(server) || !Number.isFinite(load)
+        ? "–"
+        : server >= SATURATED
+        ? "proxy CPU"
+        : load >= SATURATED
+        ? "load side CPU"
+        : "neither: waiting (latency)";
+    }
+    const label = row.label.replace(/ p50 \(32 B\)$/, " (32 B)");
+    lines.push(`| ${[label, ...cells, limit].join(" | ")} |`);
   }
   return lines.join("\n");
 }

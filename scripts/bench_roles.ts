@@ -19,6 +19,7 @@
 
 import { Buffer } from "node:buffer";
 import net from "node:net";
+import process from "node:process";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocketServer } from "ws";
 
@@ -317,10 +318,15 @@ async function upload(route: Route, options: Json): Promise<Json> {
   const block = Buffer.concat(Array.from({ length: perBlock }, () => frame));
   let done = false;
   void answer.then(() => (done = true));
+  // The sink's window starts about warmupMs after the first bytes, and ends with its answer.
+  const meter = new CpuMeter(options);
+  const metered = sleep(warmupMs).then(() => meter.start());
   while (!done && !connection.socket.destroyed) await write(connection.socket, block);
   const bytes = Number((await answer).readBigUInt64BE(0));
+  await metered;
+  const cpu = await meter.stop();
   connection.socket.destroy();
-  return { mbps: bytes / (windowMs / 1000) / 1e6 };
+  return { mbps: bytes / (windowMs / 1000) / 1e6, ...cpu };
 }
 
 // tcp→ws: the source writes `writeSize` chunks; count payload received during the window.
@@ -332,11 +338,14 @@ async function download(route: Route, options: Json): Promise<Json> {
   connection.onBytes = (bytes) => (count += bytes);
   await write(connection.socket, encode(route, withMode("R", u32s(options.writeSize as number))));
   await sleep(warmupMs);
+  const meter = new CpuMeter(options);
+  await meter.start();
   const start = count;
   await sleep(windowMs);
   const bytes = count - start;
+  const cpu = await meter.stop();
   connection.socket.destroy();
-  return { mbps: bytes / (windowMs / 1000) / 1e6 };
+  return { mbps: bytes / (windowMs / 1000) / 1e6, ...cpu };
 }
 
 // Round trips of one small message on one connection.
@@ -347,17 +356,20 @@ async function latency(route: Route, options: Json): Promise<Json> {
   if (route.modeByte) await write(connection.socket, encode(route, withMode("E")));
   const frame = encode(route, new Uint8Array(size).fill(0x33));
   const samples: number[] = [];
+  const meter = new CpuMeter(options);
   for (let i = 0; i < count + 200; i++) {
+    if (i === 200) await meter.start();
     const echoed = receive(connection, size);
     const start = performance.now();
     connection.socket.write(frame);
     await echoed;
     if (i >= 200) samples.push((performance.now() - start) * 1000);
   }
+  const cpu = await meter.stop();
   connection.socket.destroy();
   samples.sort((a, b) => a - b);
   const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]!;
-  return { p50: at(0.5), p99: at(0.99) };
+  return { p50: at(0.5), p99: at(0.99), ...cpu };
 }
 
 // Connection set-up: handshake, one echo, close; `parallel` loops for the window.
@@ -391,9 +403,12 @@ async function setup(route: Route, options: Json): Promise<Json> {
       }
     }
   };
+  const meter = new CpuMeter(options);
+  await meter.start();
   const start = performance.now();
   await Promise.all(Array.from({ length: parallel }, loop));
-  return { rate: completed / ((performance.now() - start) / 1000), failed };
+  const rate = completed / ((performance.now() - start) / 1000);
+  return { rate, failed, ...await meter.stop() };
 }
 
 // Many connections, each echoing one small message at a time, for the window.
@@ -447,9 +462,12 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
   await withTimeout(allStarted, 20_000).catch(() => {});
   const firstEchoSeconds = (performance.now() - startWait) / 1000;
   await sleep(300);
+  const meter = new CpuMeter(options);
+  await meter.start();
   measuring = true;
   await sleep(windowMs);
   measuring = false;
+  const cpu = await meter.stop();
   const memory = await memoryOf(pid);
   running = false;
   const total = counts.reduce((a, b) => a + b, 0);
@@ -463,6 +481,7 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
     openRate: opened.length / openSeconds,
     firstEchoSeconds,
     ...memory,
+    ...cpu,
   };
 }
 
@@ -496,11 +515,8 @@ async function idle(route: Route, options: Json): Promise<Json> {
   };
 }
 
-/**
- * Memory of a process tree in KiB: RSS for a single process; for a forking server, the sum of
- * PSS over the tree (children share the parent's pages, so RSS would count them many times).
- */
-async function memoryOf(pids: number[]): Promise<{ memoryKib: number; processes: number }> {
+/** The processes of the trees rooted at `pids` (a forking server's children included). */
+async function processTree(pids: number[]): Promise<Set<number>> {
   const all = new Set<number>();
   const visit = async (pid: number) => {
     if (all.has(pid)) return;
@@ -514,6 +530,15 @@ async function memoryOf(pids: number[]): Promise<{ memoryKib: number; processes:
     }
   };
   for (const pid of pids) await visit(pid).catch(() => {});
+  return all;
+}
+
+/**
+ * Memory of a process tree in KiB: RSS for a single process; for a forking server, the sum of
+ * PSS over the tree (children share the parent's pages, so RSS would count them many times).
+ */
+async function memoryOf(pids: number[]): Promise<{ memoryKib: number; processes: number }> {
+  const all = await processTree(pids);
   let total = 0;
   for (const pid of all) {
     const key = all.size === 1 ? "Rss:" : "Pss:";
@@ -522,6 +547,73 @@ async function memoryOf(pids: number[]): Promise<{ memoryKib: number; processes:
     total += Number(line?.split(/\s+/)[1] ?? 0);
   }
   return { memoryKib: total, processes: all.size };
+}
+
+/** Clock ticks per second of /proc/PID/stat times (`getconf CLK_TCK` is 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+/** Shortest window over which CPU shares are reported. */
+const MIN_CPU_WINDOW_MS = 500;
+
+/**
+ * CPU milliseconds used so far by the process trees of `pids`: every live process's user and
+ * system time plus the time of children already reaped (a forking server's finished sessions).
+ */
+async function cpuMsOf(pids: number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of await processTree(pids)) {
+    const text = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    // utime, stime, cutime, cstime are fields 14 to 17.
+    for (let field = 14; field <= 17; field++) ticks += Number(fields[field - 3] ?? 0);
+  }
+  return ticks * 1000 / TICKS_PER_SECOND;
+}
+
+/** This process's own CPU milliseconds (all threads). */
+function ownCpuMs(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1000;
+}
+
+/**
+ * Measures, over a window, how busy the server under test and the load side (this load
+ * generator plus the TCP target) were, each as a share of one core: the figure that shows
+ * which side limited a test.
+ */
+class CpuMeter {
+  #serverPids: number[];
+  #targetPids: number[];
+  #start = { at: 0, server: 0, target: 0, own: 0 };
+
+  constructor(options: Json) {
+    const target = options.targetPid as number | undefined;
+    this.#targetPids = target === undefined ? [] : [target];
+    // A direct route has no server between the load generator and the target.
+    this.#serverPids = ((options.pid as number[] | undefined) ?? []).filter((p) => p !== target);
+  }
+
+  async start(): Promise<void> {
+    this.#start = {
+      at: performance.now(),
+      server: await cpuMsOf(this.#serverPids),
+      target: await cpuMsOf(this.#targetPids),
+      own: ownCpuMs(),
+    };
+  }
+
+  async stop(): Promise<{ serverCpu: number; loadCpu: number }> {
+    const wall = performance.now() - this.#start.at;
+    const server = await cpuMsOf(this.#serverPids) - this.#start.server;
+    const target = await cpuMsOf(this.#targetPids) - this.#start.target;
+    const own = ownCpuMs() - this.#start.own;
+    // /proc counts in 10 ms ticks: shorter windows give no meaningful share.
+    if (wall < MIN_CPU_WINDOW_MS) return { serverCpu: NaN, loadCpu: NaN };
+    return {
+      serverCpu: this.#serverPids.length > 0 ? server / wall : NaN,
+      loadCpu: (own + target) / wall,
+    };
+  }
 }
 
 function sleep(ms: number): Promise<void> {

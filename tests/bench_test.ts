@@ -1,0 +1,63 @@
+// The benchmark script runs end to end and prints both tables; figures are not judged here (they
+// come from `deno task bench`, never from tests), only their presence and shape.
+
+import assert from "node:assert/strict";
+
+const BENCH = new URL("../scripts/bench.ts", import.meta.url).pathname;
+
+async function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", BENCH, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** The cells of the markdown row whose first cell starts with `label`. */
+function rowOf(text: string, label: string): string[] {
+  const line = text.split("\n").find((l) => l.startsWith(`| ${label}`));
+  assert.ok(line, `no row '${label}' in:\n${text}`);
+  return line.split("|").slice(1, -1).map((cell) => cell.trim());
+}
+
+Deno.test("bench --quick --only latency,setup prints the figures and the CPU table", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "latency,setup",
+    "--no-python",
+    "--no-pin",
+  ]);
+  assert.equal(code, 0, stderr);
+  const [figures, cpu] = stdout.split("CPU use during each test");
+  assert.ok(figures && cpu, `no CPU table in:\n${stdout}`);
+  assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
+  assert.match(stdout, /Not pinned/);
+  const header = rowOf(figures, "test | unit");
+  assert.deepEqual(header.slice(0, 4), ["test", "unit", "direct", "deno"]);
+  for (const label of ["echo round trip p50", "echo round trip p99", "set-up"]) {
+    const [, , direct, deno] = rowOf(figures, label);
+    assert.match(direct!, /^[\d,.]+$/, `${label}: direct figure`);
+    assert.match(deno!, /^[\d,.]+$/, `${label}: deno figure`);
+  }
+  // Parts not asked for are not run.
+  assert.doesNotMatch(stdout, /ws→tcp|concurrent|idle memory/);
+  // CPU table: a share for deno's server and load side, and the side that limited it.
+  const cpuHeader = rowOf(cpu, "test | direct");
+  assert.deepEqual(cpuHeader, ["test", "direct", "deno", "deno limited by"]);
+  const [, , denoCpu, limit] = rowOf(cpu, "set-up");
+  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
+  assert.match(limit!, /^(proxy CPU|load side CPU|neither: waiting \(latency\))$/);
+});
+
+Deno.test("bench refuses an unknown --only part with the list of parts", async () => {
+  const { code, stderr } = await bench(["--only", "latency,warp"]);
+  assert.notEqual(code, 0);
+  assert.match(stderr, /Unknown part 'warp' for --only: use a comma-separated list of throughput/);
+});
