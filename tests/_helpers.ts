@@ -224,6 +224,60 @@ export function startEcho(): TargetServer {
   return startTarget();
 }
 
+/** A loopback TCP port held by {@link holdPort} until disposed. */
+export interface HeldPort extends AsyncDisposable {
+  readonly port: number;
+}
+
+const HOLD_PORT_SCRIPT = `
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+if sys.argv[1] == "listen":
+    s.listen(0)
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+`;
+
+/**
+ * Binds a loopback TCP port in a `/usr/bin/python3` child (Deno cannot bind without listening),
+ * held until disposed; the child also exits when this process does (its stdin closes).
+ * - `"refuse"`: bound, not listening. Every connect is refused at once, and since the socket is
+ *   bound without SO_REUSEADDR nobody else can listen on the port meanwhile (unlike a port probed
+ *   with a listener and closed again).
+ * - `"listen"`: listening with a backlog of 0 and never accepting: once its queue is full (a
+ *   connection or two), the kernel drops further SYNs, so a connect hangs as to a black-holed host.
+ */
+export async function holdPort(mode: "refuse" | "listen"): Promise<HeldPort> {
+  const child = new Deno.Command("/usr/bin/python3", {
+    args: ["-c", HOLD_PORT_SCRIPT, mode],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await child.stdin.close().catch(() => {});
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+  };
+  let port = 0;
+  try {
+    const reader = child.stdout.getReader();
+    const line = decoder.decode((await within(reader.read(), 10000, "held port")).value);
+    reader.releaseLock();
+    port = Number(line.trim());
+    if (!Number.isInteger(port) || port <= 0) throw new Error(`No port from the holder: '${line}'`);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { port, [Symbol.asyncDispose]: stop };
+}
+
 /** A connected `ws` client that collects what it receives. */
 export interface TestClient {
   readonly ws: WebSocket;
