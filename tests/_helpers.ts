@@ -350,32 +350,55 @@ export async function connectClient(
   return { ws, next, receiveBytes, closed, messageSizes };
 }
 
-/** Sends `request` on a raw TCP connection and returns everything read until close or `ms`. */
+/**
+ * Sends `request` on a raw TCP connection and returns the bytes read until the server closes it
+ * (a reset counts as closing) or `ms` pass. With `mustClose`, a connection still open after `ms`
+ * is an error instead (for answers that must end the connection).
+ */
 export async function rawExchange(
   port: number,
   request: string | Uint8Array,
-  ms = 5000,
-): Promise<string> {
+  options: { ms?: number; mustClose?: boolean } = {},
+): Promise<Uint8Array> {
+  const { ms = 5000, mustClose = false } = options;
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), ms);
+  const chunks: Uint8Array[] = [];
+  let closed = false;
   try {
     await conn.write(typeof request === "string" ? encoder.encode(request) : request);
-    let text = "";
     const buffer = new Uint8Array(65536);
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      const count = await within(conn.read(buffer), Math.max(1, deadline - Date.now()), "raw read")
-        .catch(() => null);
-      if (count === null) break;
-      text += decoder.decode(buffer.subarray(0, count));
+    for (let reads = 0; reads < 10_000 && !closed; reads++) {
+      const count = await conn.read(buffer);
+      if (count === null) closed = true;
+      else chunks.push(buffer.slice(0, count));
     }
-    return text;
+  } catch (error) {
+    // The timer closing the connection interrupts the read; a reset is the server closing.
+    if (error instanceof Deno.errors.ConnectionReset) closed = true;
+    else if (
+      !(error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted)
+    ) {
+      throw error;
+    }
   } finally {
+    clearTimeout(timer);
     try {
       conn.close();
     } catch {
-      // Closed by the peer.
+      // Already closed by the timer.
     }
   }
+  if (mustClose && !closed) {
+    throw new Error(`The server did not close the connection within ${ms} ms`);
+  }
+  const total = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    total.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return total;
 }
 
 /** A minimal valid upgrade request for `path`, with extra header lines. */

@@ -13,6 +13,7 @@ import {
 } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 Deno.test("proxy forwards binary and text both ways and echoes the client's close code", async () => {
   await using echo = startEcho();
@@ -135,15 +136,17 @@ Deno.test("proxy answers upstream's 400s and 405 while a concurrent session keep
     [`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
   ];
   for (const [request, expected] of cases) {
-    const response = await rawExchange(proxy.port, request);
+    const response = decoder.decode(await rawExchange(proxy.port, request));
     assert.match(response, expected, `request ${JSON.stringify(request.slice(0, 60))}`);
     assert.match(response, /Content-Length: \d+/);
   }
   // Browsers offering ["base64", "binary"] send "base64, binary": accepted with binary.
-  const both = await rawExchange(
-    proxy.port,
-    upgradeRequest("/", ["Sec-WebSocket-Protocol: base64, binary"]),
-    1000,
+  const both = decoder.decode(
+    await rawExchange(
+      proxy.port,
+      upgradeRequest("/", ["Sec-WebSocket-Protocol: base64, binary"]),
+      { ms: 1000 },
+    ),
   );
   assert.match(both, /^HTTP\/1\.1 101 /);
   assert.match(both, /Sec-WebSocket-Protocol: binary\r\n/i);
@@ -275,7 +278,8 @@ Deno.test("proxy --run-once exits after the first WebSocket session", async () =
   await using echo = startEcho();
   const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--run-once"]);
   // A plain HTTP request does not count.
-  assert.match(await rawExchange(proxy.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1000), /405/);
+  const answer = await rawExchange(proxy.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", { ms: 1000 });
+  assert.match(decoder.decode(answer), /405/);
   const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
   client.ws.close();
   await client.closed;
