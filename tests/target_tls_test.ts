@@ -5,6 +5,7 @@ import type { TargetTlsConfig } from "../src/config.ts";
 import { ConfigError, TargetError } from "../src/errors.ts";
 import { checkTargetTls, dialTlsTarget } from "../src/target_tls.ts";
 import type { TargetConnection } from "../src/types.ts";
+import { holdPort } from "./_helpers.ts";
 import { makeTestPki, startEchoServer, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
@@ -142,12 +143,14 @@ Deno.test("dialTlsTarget() with --ssl-target-insecure sends no SNI for an IP", a
 });
 
 Deno.test("dialTlsTarget() reports a refused connection", async () => {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  await assertDialFails(port, "127.0.0.1", {}, /^Cannot connect to TLS target '127\.0\.0\.1:\d+'/);
-  await assertDialFails(port, "127.0.0.1", { insecure: true }, /TLS connection to target/);
+  await using held = await holdPort("refuse");
+  await assertDialFails(
+    held.port,
+    "127.0.0.1",
+    {},
+    /^Cannot connect to TLS target '127\.0\.0\.1:\d+'/,
+  );
+  await assertDialFails(held.port, "127.0.0.1", { insecure: true }, /TLS connection to target/);
 });
 
 Deno.test("dialTlsTarget() times out a target that never answers the handshake", async () => {
