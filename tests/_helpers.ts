@@ -224,6 +224,60 @@ export function startEcho(): TargetServer {
   return startTarget();
 }
 
+/** A loopback TCP port held by {@link holdPort} until disposed. */
+export interface HeldPort extends AsyncDisposable {
+  readonly port: number;
+}
+
+const HOLD_PORT_SCRIPT = `
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+if sys.argv[1] == "listen":
+    s.listen(0)
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+`;
+
+/**
+ * Binds a loopback TCP port in a `/usr/bin/python3` child (Deno cannot bind without listening),
+ * held until disposed; the child also exits when this process does (its stdin closes).
+ * - `"refuse"`: bound, not listening. Every connect is refused at once, and since the socket is
+ *   bound without SO_REUSEADDR nobody else can listen on the port meanwhile (unlike a port probed
+ *   with a listener and closed again).
+ * - `"listen"`: listening with a backlog of 0 and never accepting: once its queue is full (a
+ *   connection or two), the kernel drops further SYNs, so a connect hangs as to a black-holed host.
+ */
+export async function holdPort(mode: "refuse" | "listen"): Promise<HeldPort> {
+  const child = new Deno.Command("/usr/bin/python3", {
+    args: ["-c", HOLD_PORT_SCRIPT, mode],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await child.stdin.close().catch(() => {});
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+  };
+  let port = 0;
+  try {
+    const reader = child.stdout.getReader();
+    const line = decoder.decode((await within(reader.read(), 10000, "held port")).value);
+    reader.releaseLock();
+    port = Number(line.trim());
+    if (!Number.isInteger(port) || port <= 0) throw new Error(`No port from the holder: '${line}'`);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { port, [Symbol.asyncDispose]: stop };
+}
+
 /** A connected `ws` client that collects what it receives. */
 export interface TestClient {
   readonly ws: WebSocket;
@@ -296,32 +350,55 @@ export async function connectClient(
   return { ws, next, receiveBytes, closed, messageSizes };
 }
 
-/** Sends `request` on a raw TCP connection and returns everything read until close or `ms`. */
+/**
+ * Sends `request` on a raw TCP connection and returns the bytes read until the server closes it
+ * (a reset counts as closing) or `ms` pass. With `mustClose`, a connection still open after `ms`
+ * is an error instead (for answers that must end the connection).
+ */
 export async function rawExchange(
   port: number,
   request: string | Uint8Array,
-  ms = 5000,
-): Promise<string> {
+  options: { ms?: number; mustClose?: boolean } = {},
+): Promise<Uint8Array> {
+  const { ms = 5000, mustClose = false } = options;
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), ms);
+  const chunks: Uint8Array[] = [];
+  let closed = false;
   try {
     await conn.write(typeof request === "string" ? encoder.encode(request) : request);
-    let text = "";
     const buffer = new Uint8Array(65536);
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      const count = await within(conn.read(buffer), Math.max(1, deadline - Date.now()), "raw read")
-        .catch(() => null);
-      if (count === null) break;
-      text += decoder.decode(buffer.subarray(0, count));
+    for (let reads = 0; reads < 10_000 && !closed; reads++) {
+      const count = await conn.read(buffer);
+      if (count === null) closed = true;
+      else chunks.push(buffer.slice(0, count));
     }
-    return text;
+  } catch (error) {
+    // The timer closing the connection interrupts the read; a reset is the server closing.
+    if (error instanceof Deno.errors.ConnectionReset) closed = true;
+    else if (
+      !(error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted)
+    ) {
+      throw error;
+    }
   } finally {
+    clearTimeout(timer);
     try {
       conn.close();
     } catch {
-      // Closed by the peer.
+      // Already closed by the timer.
     }
   }
+  if (mustClose && !closed) {
+    throw new Error(`The server did not close the connection within ${ms} ms`);
+  }
+  const total = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    total.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return total;
 }
 
 /** A minimal valid upgrade request for `path`, with extra header lines. */

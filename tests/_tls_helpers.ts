@@ -7,7 +7,9 @@
  */
 
 import { type ProxyProcess, startProxy } from "./_helpers.ts";
+import net from "node:net";
 import { join } from "node:path";
+import tls from "node:tls";
 
 /** Paths of the generated files; every certificate is PEM. */
 export interface TestPki {
@@ -122,9 +124,19 @@ async function issued(dir: string, name: string, subject: string, ca: string, ex
   ]);
 }
 
-/** Generates the whole test PKI into a fresh temporary directory. */
+/**
+ * Generates the whole test PKI into a fresh temporary directory, which is removed when the test
+ * process exits (or earlier by {@link TestPki.cleanup}): one PKI serves a whole test file.
+ */
 export async function makeTestPki(): Promise<TestPki> {
   const dir = await Deno.makeTempDir({ prefix: "websockify-tls-" });
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // Already removed by cleanup().
+    }
+  });
   const caExt = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"];
   await Promise.all([
     selfSigned(dir, "ca", "/CN=Websockify Test CA", caExt),
@@ -198,4 +210,47 @@ export type { ProxyProcess } from "./_helpers.ts";
 /** Starts `main.ts args` and waits for its "Listen on" line. */
 export function spawnProxy(args: string[]): Promise<ProxyProcess> {
   return startProxy(args);
+}
+
+/** An echo server started by {@link startEchoServer}. */
+export interface EchoServer extends AsyncDisposable {
+  readonly port: number;
+  /** The SNI each TLS client sent (`false`: none), in order of connection. */
+  readonly serverNames: Array<string | false>;
+}
+
+/**
+ * Starts a TCP echo server on 127.0.0.1:0, or with `files` a TLS one presenting that certificate
+ * and key. Disposing it drops every connection and closes the server.
+ */
+export async function startEchoServer(files?: { cert: string; key: string }): Promise<EchoServer> {
+  const serverNames: Array<string | false> = [];
+  const echo = (socket: net.Socket) => {
+    if (socket instanceof tls.TLSSocket) {
+      serverNames.push((socket as tls.TLSSocket & { servername: string | false }).servername);
+    }
+    socket.on("error", () => {});
+    socket.pipe(socket);
+  };
+  const server = files
+    ? tls.createServer({
+      cert: Deno.readTextFileSync(files.cert),
+      key: Deno.readTextFileSync(files.key),
+    }, echo)
+    : net.createServer(echo);
+  server.on("tlsClientError", () => {});
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    serverNames,
+    async [Symbol.asyncDispose]() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

@@ -5,10 +5,23 @@
  * @module
  */
 
+import type { RequestInfo } from "../src/types.ts";
 import { type ProxyProcess, startProxy, within } from "./_helpers.ts";
 import { configureSync, type LogRecord } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import { createServer } from "node:net";
+
+/**
+ * A plain `GET /` from 127.0.0.1:1, for plugin lookups that do not look at the request. Shared by
+ * the token plugin tests: do not modify.
+ */
+export const lookupRequest: RequestInfo = {
+  method: "GET",
+  path: "/",
+  headers: new Headers(),
+  peer: "127.0.0.1:1",
+  secure: false,
+};
 
 /** Log lines of category `websockify` captured since {@link captureLogs} was called. */
 export interface CapturedLogs {

@@ -1,11 +1,11 @@
 /**
- * Helpers for the web and auth tests: a real node:http server on 127.0.0.1:0, a raw-socket
- * HTTP exchange (for request targets `fetch` would normalise), and a temporary web root.
+ * Helpers for the web and auth tests: a real node:http server on 127.0.0.1:0, raw HTTP requests
+ * and response parsing (for request targets `fetch` would normalise), and a temporary web root.
  *
  * @module
  */
 
-import { startEcho, startProxy } from "./_helpers.ts";
+import { rawExchange, startEcho, startProxy } from "./_helpers.ts";
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -36,56 +36,6 @@ export async function startServer(
         server.close(() => resolve());
       }),
   };
-}
-
-/**
- * Sends `request` verbatim on a new TCP connection and returns everything the server sends until
- * it closes the connection, or rejects after `timeoutMs`.
- */
-export async function rawExchange(
-  port: number,
-  request: string | Uint8Array,
-  timeoutMs = 5000,
-): Promise<Uint8Array> {
-  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => connection.close(), timeoutMs);
-  const chunks: Uint8Array[] = [];
-  let timedOut = true;
-  try {
-    const bytes = typeof request === "string" ? new TextEncoder().encode(request) : request;
-    await connection.write(bytes);
-    const buffer = new Uint8Array(65536);
-    for (let reads = 0; reads < 10_000; reads++) {
-      const count = await connection.read(buffer);
-      if (count === null) {
-        timedOut = false;
-        break;
-      }
-      chunks.push(buffer.slice(0, count));
-    }
-  } catch (error) {
-    if (
-      !(error instanceof Deno.errors.BadResource) && !(error instanceof Deno.errors.Interrupted)
-    ) {
-      if (!(error instanceof Deno.errors.ConnectionReset)) throw error;
-      timedOut = false;
-    }
-  } finally {
-    clearTimeout(timer);
-    try {
-      connection.close();
-    } catch {
-      // Already closed by the timer.
-    }
-  }
-  if (timedOut) throw new Error(`server did not close the connection within ${timeoutMs} ms`);
-  const total = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    total.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return total;
 }
 
 /** One parsed HTTP response. */
@@ -142,7 +92,7 @@ export async function rawRequest(
 ): Promise<RawResponse> {
   const lines = [`${method} ${target} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close"];
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
-  const bytes = await rawExchange(port, `${lines.join("\r\n")}\r\n\r\n`);
+  const bytes = await rawExchange(port, `${lines.join("\r\n")}\r\n\r\n`, { mustClose: true });
   const responses = parseResponses(bytes, method === "HEAD");
   if (responses.length !== 1) throw new Error(`expected 1 response, got ${responses.length}`);
   return responses[0]!;

@@ -15,7 +15,8 @@ import { expectOrigin } from "../src/auth/origin.ts";
 import { parseOrigins } from "../src/cli.ts";
 import { AuthError, ConfigError } from "../src/errors.ts";
 import type { AuthPlugin, ClientIdentity, RequestInfo } from "../src/types.ts";
-import { parseResponses, rawExchange, rawRequest, startServer } from "./_web_helpers.ts";
+import { rawExchange } from "./_helpers.ts";
+import { parseResponses, rawRequest, startServer } from "./_web_helpers.ts";
 
 const TESTS_DIR = fileURLToPath(new URL(".", import.meta.url));
 
@@ -269,7 +270,7 @@ Deno.test("writeAuthError() answers an upgrade socket with a complete response a
     const upgrade = "GET /websockify HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
       "Sec-WebSocket-Version: 13\r\n\r\n";
-    const bytes = await rawExchange(server.port, upgrade);
+    const bytes = await rawExchange(server.port, upgrade, { mustClose: true });
     const text = new TextDecoder().decode(bytes);
     assert.ok(text.startsWith("HTTP/1.1 401 Unauthorized\r\n"), text);
     const [response] = parseResponses(bytes);
@@ -309,7 +310,10 @@ Deno.test("writeAuthError() answers a ServerResponse and strips control characte
     );
     // keep-alive requests are closed too: the connection ends after one response.
     const keepAlive = "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert.equal(parseResponses(await rawExchange(server.port, keepAlive)).length, 1);
+    assert.equal(
+      parseResponses(await rawExchange(server.port, keepAlive, { mustClose: true })).length,
+      1,
+    );
     // An empty reason phrase falls back to the standard one.
     const plain = await startServer((_request, res) =>
       writeAuthError(res, new AuthError("", { status: 401 }), "127.0.0.1:3")

@@ -3,6 +3,7 @@ import { checkUpgrade, selectProtocol, type UpgradeCheck } from "../src/handshak
 import { rawExchange, startEcho, startProxy, upgradeRequest } from "./_helpers.ts";
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
+const decoder = new TextDecoder();
 
 Deno.test("selectProtocol() picks binary, no protocol, or refuses as upstream", () => {
   const cases: [string | undefined, UpgradeCheck][] = [
@@ -117,10 +118,12 @@ Deno.test("proxy answers the handshake checks on the wire (400 reasons, 101 with
     ],
   ];
   const answers = await Promise.all(
-    cases.map(([request]) => rawExchange(proxy.port, request, 1500)),
+    cases.map(async ([request]) =>
+      decoder.decode(await rawExchange(proxy.port, request, { ms: 1500 }))
+    ),
   );
   cases.forEach(([request, pattern], index) => {
-    assert.match(answers[index] as string, pattern, request);
+    assert.match(answers[index]!, pattern, request);
   });
-  assert.doesNotMatch(answers[6] as string, /Sec-WebSocket-Protocol/i);
+  assert.doesNotMatch(answers[6]!, /Sec-WebSocket-Protocol/i);
 });

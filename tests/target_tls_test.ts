@@ -1,45 +1,26 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import tls from "node:tls";
 import { join } from "node:path";
 import type { TargetTlsConfig } from "../src/config.ts";
 import { ConfigError, TargetError } from "../src/errors.ts";
 import { checkTargetTls, dialTlsTarget } from "../src/target_tls.ts";
 import type { TargetConnection } from "../src/types.ts";
-import { makeTestPki, type TestPki } from "./_tls_helpers.ts";
+import { holdPort } from "./_helpers.ts";
+import { makeTestPki, startEchoServer, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
-globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 
 function config(overrides: Partial<TargetTlsConfig> = {}): TargetTlsConfig {
   return { enabled: true, ca: pki.caCert, insecure: false, ...overrides };
 }
 
-/** A TLS echo server on 127.0.0.1:0 presenting `cert`; records the SNI each client sent. */
-async function startEchoServer(cert: string, key: string) {
-  const serverNames: Array<string | false> = [];
-  const sockets = new Set<net.Socket>();
-  const server = tls.createServer({
-    cert: Deno.readTextFileSync(cert),
-    key: Deno.readTextFileSync(key),
-  }, (socket) => {
-    serverNames.push((socket as tls.TLSSocket & { servername: string | false }).servername);
-    socket.pipe(socket);
-  });
-  server.on("connection", (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  server.on("tlsClientError", () => {});
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    serverNames,
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
+/** Dials `host:port` with {@link config}`(overrides)` and a 5 s timeout. */
+function dial(
+  host: string,
+  port: number,
+  overrides: Partial<TargetTlsConfig> = {},
+): Promise<TargetConnection> {
+  return dialTlsTarget(host, port, { config: config(overrides), timeoutMs: 5000 });
 }
 
 async function readExactly(connection: TargetConnection, length: number): Promise<Uint8Array> {
@@ -79,7 +60,7 @@ async function assertDialFails(
   pattern: RegExp,
 ): Promise<void> {
   await assert.rejects(
-    dialTlsTarget(host, port, { config: config(overrides), timeoutMs: 5000 }),
+    dial(host, port, overrides),
     (error: unknown) => {
       assert.ok(error instanceof TargetError, `expected TargetError, got ${error}`);
       assert.match(error.message, pattern);
@@ -89,122 +70,87 @@ async function assertDialFails(
 }
 
 Deno.test("dialTlsTarget() verifies a target signed by --ssl-target-ca and sends SNI", async () => {
-  const server = await startEchoServer(pki.serverCert, pki.serverKey);
+  await using server = await startEchoServer({ cert: pki.serverCert, key: pki.serverKey });
+  const connection = await dial("localhost", server.port);
   try {
-    const connection = await dialTlsTarget("localhost", server.port, {
-      config: config(),
-      timeoutMs: 5000,
-    });
-    try {
-      await assertEchoes(connection);
-    } finally {
-      connection.close();
-    }
-    assert.deepEqual(server.serverNames, ["localhost"]);
+    await assertEchoes(connection);
   } finally {
-    await server.close();
+    connection.close();
   }
+  assert.deepEqual(server.serverNames, ["localhost"]);
 });
 
 Deno.test("dialTlsTarget() verifies a target by its IP address SAN", async () => {
-  const server = await startEchoServer(pki.serverCert, pki.serverKey);
-  try {
-    const connection = await dialTlsTarget("127.0.0.1", server.port, {
-      config: config(),
-      timeoutMs: 5000,
-    });
-    connection.close();
-  } finally {
-    await server.close();
-  }
+  await using server = await startEchoServer({ cert: pki.serverCert, key: pki.serverKey });
+  const connection = await dial("127.0.0.1", server.port);
+  connection.close();
 });
 
 Deno.test("dialTlsTarget() accepts a self-signed CA:FALSE leaf given as the CA", async () => {
-  const server = await startEchoServer(pki.selfSignedCert, pki.selfSignedKey);
-  try {
-    const connection = await dialTlsTarget("localhost", server.port, {
-      config: config({ ca: pki.selfSignedCert }),
-      timeoutMs: 5000,
-    });
-    connection.close();
-  } finally {
-    await server.close();
-  }
+  await using server = await startEchoServer({ cert: pki.selfSignedCert, key: pki.selfSignedKey });
+  const connection = await dial("localhost", server.port, { ca: pki.selfSignedCert });
+  connection.close();
 });
 
 Deno.test("dialTlsTarget() refuses a target signed by an unknown CA", async () => {
-  const server = await startEchoServer(pki.otherServerCert, pki.otherServerKey);
-  try {
-    await assertDialFails(
-      server.port,
-      "localhost",
-      {},
-      /^TLS handshake with target 'localhost:\d+' failed: .*UnknownIssuer.*--ssl-target-ca FILE/,
-    );
-    await assertDialFails(server.port, "localhost", { ca: undefined }, /UnknownIssuer/);
-  } finally {
-    await server.close();
-  }
+  await using server = await startEchoServer({
+    cert: pki.otherServerCert,
+    key: pki.otherServerKey,
+  });
+  await assertDialFails(
+    server.port,
+    "localhost",
+    {},
+    /^TLS handshake with target 'localhost:\d+' failed: .*UnknownIssuer.*--ssl-target-ca FILE/,
+  );
+  await assertDialFails(server.port, "localhost", { ca: undefined }, /UnknownIssuer/);
 });
 
 Deno.test("dialTlsTarget() refuses a certificate for another name", async () => {
-  const server = await startEchoServer(pki.wrongNameCert, pki.wrongNameKey);
-  try {
-    await assertDialFails(
-      server.port,
-      "localhost",
-      {},
-      /not valid for name "localhost".*: connect by a name listed/,
-    );
-  } finally {
-    await server.close();
-  }
+  await using server = await startEchoServer({ cert: pki.wrongNameCert, key: pki.wrongNameKey });
+  await assertDialFails(
+    server.port,
+    "localhost",
+    {},
+    /not valid for name "localhost".*: connect by a name listed/,
+  );
 });
 
 Deno.test("dialTlsTarget() with --ssl-target-insecure accepts an unverifiable target", async () => {
-  const server = await startEchoServer(pki.otherServerCert, pki.otherServerKey);
+  await using server = await startEchoServer({
+    cert: pki.otherServerCert,
+    key: pki.otherServerKey,
+  });
+  const connection = await dial("localhost", server.port, { ca: undefined, insecure: true });
   try {
-    const connection = await dialTlsTarget("localhost", server.port, {
-      config: config({ ca: undefined, insecure: true }),
-      timeoutMs: 5000,
-    });
-    try {
-      await assertEchoes(connection);
-    } finally {
-      connection.close();
-    }
-    assert.deepEqual(server.serverNames, ["localhost"]);
+    await assertEchoes(connection);
   } finally {
-    await server.close();
+    connection.close();
   }
+  assert.deepEqual(server.serverNames, ["localhost"]);
 });
 
 Deno.test("dialTlsTarget() with --ssl-target-insecure sends no SNI for an IP", async () => {
-  const server = await startEchoServer(pki.selfSignedCert, pki.selfSignedKey);
-  try {
-    const connection = await dialTlsTarget("127.0.0.1", server.port, {
-      config: config({ insecure: true }),
-      timeoutMs: 5000,
-    });
-    await writeAll(connection, new Uint8Array([42]));
-    assert.deepEqual(await readExactly(connection, 1), new Uint8Array([42]));
-    connection.close();
-    // A read after close() rejects rather than hanging.
-    await assert.rejects(connection.read(new Uint8Array(4)));
-    assert.equal(server.serverNames.length, 1);
-    assert.ok(!server.serverNames[0], `unexpected SNI ${server.serverNames[0]}`);
-  } finally {
-    await server.close();
-  }
+  await using server = await startEchoServer({ cert: pki.selfSignedCert, key: pki.selfSignedKey });
+  const connection = await dial("127.0.0.1", server.port, { insecure: true });
+  await writeAll(connection, new Uint8Array([42]));
+  assert.deepEqual(await readExactly(connection, 1), new Uint8Array([42]));
+  connection.close();
+  // A read after close() rejects rather than hanging.
+  await assert.rejects(connection.read(new Uint8Array(4)));
+  assert.equal(server.serverNames.length, 1);
+  assert.ok(!server.serverNames[0], `unexpected SNI ${server.serverNames[0]}`);
 });
 
 Deno.test("dialTlsTarget() reports a refused connection", async () => {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  await assertDialFails(port, "127.0.0.1", {}, /^Cannot connect to TLS target '127\.0\.0\.1:\d+'/);
-  await assertDialFails(port, "127.0.0.1", { insecure: true }, /TLS connection to target/);
+  await using held = await holdPort("refuse");
+  await assertDialFails(
+    held.port,
+    "127.0.0.1",
+    {},
+    /^Cannot connect to TLS target '127\.0\.0\.1:\d+'/,
+  );
+  await assertDialFails(held.port, "127.0.0.1", { insecure: true }, /TLS connection to target/);
 });
 
 Deno.test("dialTlsTarget() times out a target that never answers the handshake", async () => {

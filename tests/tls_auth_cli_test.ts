@@ -3,13 +3,11 @@
  * `src/auth/mod.ts` (branch `web`).
  */
 import assert from "node:assert/strict";
-import net from "node:net";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocket } from "ws";
-import { makeTestPki, spawnProxy, type TestPki } from "./_tls_helpers.ts";
+import { makeTestPki, spawnProxy, startEchoServer, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
-globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 const read = (path: string) => Deno.readTextFileSync(path);
 
 /** Opens a WebSocket and resolves with 101 when it opened, else the HTTP status or the error. */
@@ -37,27 +35,21 @@ function upgradeStatus(
 }
 
 async function withCnProxy(extra: string[], body: (port: number) => Promise<void>) {
-  const target = net.createServer((socket) => socket.pipe(socket).on("error", () => {}));
-  await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
-  const targetPort = (target.address() as net.AddressInfo).port;
-  try {
-    await using proxy = await spawnProxy([
-      "--cert",
-      pki.serverCert,
-      "--key",
-      pki.serverKey,
-      "--auth-plugin",
-      "ClientCertCNAuth",
-      "--auth-source",
-      "alice carol",
-      ...extra,
-      "127.0.0.1:0",
-      `127.0.0.1:${targetPort}`,
-    ]);
-    await body(proxy.port);
-  } finally {
-    await new Promise((resolve) => target.close(resolve));
-  }
+  await using target = await startEchoServer();
+  await using proxy = await spawnProxy([
+    "--cert",
+    pki.serverCert,
+    "--key",
+    pki.serverKey,
+    "--auth-plugin",
+    "ClientCertCNAuth",
+    "--auth-source",
+    "alice carol",
+    ...extra,
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await body(proxy.port);
 }
 
 Deno.test("ClientCertCNAuth allows a listed CN and denies another with 403", async () => {

@@ -1,38 +1,12 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import net from "node:net";
-import tls from "node:tls";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocket } from "ws";
 import { runMain } from "./_helpers.ts";
-import { makeTestPki, spawnProxy, type TestPki } from "./_tls_helpers.ts";
+import { makeTestPki, spawnProxy, startEchoServer, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
-globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 const read = (path: string) => Deno.readTextFileSync(path);
-
-/** A TCP (or, with `cert`, TLS) echo server on 127.0.0.1:0. */
-async function startEcho(cert?: { cert: string; key: string }) {
-  const sockets = new Set<net.Socket>();
-  const echo = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
-    socket.pipe(socket);
-  };
-  const server = cert
-    ? tls.createServer({ cert: read(cert.cert), key: read(cert.key) }, echo)
-    : net.createServer(echo);
-  server.on("tlsClientError", () => {});
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    async [Symbol.asyncDispose]() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 
 interface ClientOptions {
   cert?: string;
@@ -71,7 +45,7 @@ function exchange(url: string, options: ClientOptions = {}): Promise<Result> {
 const TLS_ARGS = ["--cert", pki.serverCert, "--key", pki.serverKey];
 
 Deno.test("main.ts serves wss:// and ws:// on one port and logs which", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   await using proxy = await spawnProxy([...TLS_ARGS, "127.0.0.1:0", `127.0.0.1:${echo.port}`]);
   await proxy.waitFor(/\n {2}- SSL\/TLS support\n/);
   assert.deepEqual(await exchange(`wss://localhost:${proxy.port}/`), { echoed: "ping" });
@@ -81,7 +55,7 @@ Deno.test("main.ts serves wss:// and ws:// on one port and logs which", async ()
 });
 
 Deno.test("main.ts without a cert file says so and refuses TLS clients", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   const cert = `${pki.dir}/self.pem`;
   await using proxy = await spawnProxy(["--cert", cert, "127.0.0.1:0", `127.0.0.1:${echo.port}`]);
   await proxy.waitFor(/No SSL\/TLS support \(no cert file\)/);
@@ -91,7 +65,7 @@ Deno.test("main.ts without a cert file says so and refuses TLS clients", async (
 });
 
 Deno.test("main.ts --ssl-only refuses plain clients without a response", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   await using proxy = await spawnProxy([
     ...TLS_ARGS,
     "--ssl-only",
@@ -109,7 +83,7 @@ Deno.test("main.ts --ssl-only refuses plain clients without a response", async (
 });
 
 Deno.test("main.ts --verify-client accepts CA-signed clients and refuses others", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   await using proxy = await spawnProxy([
     ...TLS_ARGS,
     "--verify-client",
@@ -131,7 +105,7 @@ Deno.test("main.ts --verify-client accepts CA-signed clients and refuses others"
 });
 
 Deno.test("main.ts survives a client that stalls in the TLS handshake", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   await using proxy = await spawnProxy([
     ...TLS_ARGS,
     "--header-timeout",
@@ -156,7 +130,7 @@ Deno.test("main.ts survives a client that stalls in the TLS handshake", async ()
 });
 
 Deno.test("main.ts --ssl-target reaches a target signed by --ssl-target-ca", async () => {
-  await using echo = await startEcho({ cert: pki.serverCert, key: pki.serverKey });
+  await using echo = await startEchoServer({ cert: pki.serverCert, key: pki.serverKey });
   await using proxy = await spawnProxy([
     "--ssl-target",
     "--ssl-target-ca",
@@ -169,7 +143,7 @@ Deno.test("main.ts --ssl-target reaches a target signed by --ssl-target-ca", asy
 });
 
 Deno.test("main.ts --ssl-target refuses an unverifiable target with close 1011", async () => {
-  await using echo = await startEcho({ cert: pki.otherServerCert, key: pki.otherServerKey });
+  await using echo = await startEchoServer({ cert: pki.otherServerCert, key: pki.otherServerKey });
   await using proxy = await spawnProxy([
     "--ssl-target",
     "--ssl-target-ca",
@@ -182,7 +156,7 @@ Deno.test("main.ts --ssl-target refuses an unverifiable target with close 1011",
 });
 
 Deno.test("main.ts --ssl-target-insecure reaches a self-signed target and warns", async () => {
-  await using echo = await startEcho({ cert: pki.otherServerCert, key: pki.otherServerKey });
+  await using echo = await startEchoServer({ cert: pki.otherServerCert, key: pki.otherServerKey });
   await using proxy = await spawnProxy([
     "--ssl-target",
     "--ssl-target-insecure",
@@ -194,7 +168,7 @@ Deno.test("main.ts --ssl-target-insecure reaches a self-signed target and warns"
 });
 
 Deno.test("main.ts reloads a renewed certificate on SIGHUP and keeps it on a bad one", async () => {
-  await using echo = await startEcho();
+  await using echo = await startEchoServer();
   const cert = `${pki.dir}/sighup.pem`;
   const key = `${pki.dir}/sighup.key`;
   await Deno.copyFile(pki.serverCert, cert);

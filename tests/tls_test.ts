@@ -7,10 +7,10 @@ import type { TlsConfig } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
 import { clientIdentityOf, ServerTls, TlsHandshakeError } from "../src/tls.ts";
 import type { ClientIdentity } from "../src/types.ts";
+import { within } from "./_helpers.ts";
 import { makeTestPki, type TestPki } from "./_tls_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
-globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 
 function config(overrides: Partial<TlsConfig> = {}): TlsConfig {
   return {
@@ -59,26 +59,19 @@ async function startServer(serverTls: ServerTls, timeoutMs = 5000) {
     /** The next accept() outcome, in order. */
     async next(): Promise<Outcome> {
       const ready = outcomes.shift() ??
-        await withTimeout(
+        await within(
           new Promise<{ outcome: Outcome }>((resolve) => waiters.push(resolve)),
           5000,
+          "accept() outcome",
         );
       return ready.outcome;
     },
-    async close() {
+    async [Symbol.asyncDispose]() {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => server.close(resolve));
       serverTls.close();
     },
   };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 interface ClientOptions {
@@ -97,7 +90,7 @@ async function greet(port: number, options: ClientOptions = {}): Promise<string>
     ...(options.cert ? { cert: read(options.cert)!, key: read(options.key)! } : {}),
   });
   try {
-    return await withTimeout(new Response(conn.readable).text(), 5000);
+    return await within(new Response(conn.readable).text(), 5000, "greeting");
   } finally {
     try {
       conn.close();
@@ -107,7 +100,7 @@ async function greet(port: number, options: ClientOptions = {}): Promise<string>
 
 /** The SHA-256 fingerprint of the certificate a server presents (no verification). */
 function presentedFingerprint(port: number): Promise<string> {
-  return withTimeout(
+  return within(
     new Promise<string>((resolve, reject) => {
       const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
       socket.once("secureConnect", () => {
@@ -117,6 +110,7 @@ function presentedFingerprint(port: number): Promise<string> {
       socket.once("error", reject);
     }),
     5000,
+    "presented certificate",
   );
 }
 
@@ -222,114 +216,89 @@ Deno.test("ServerTls.load() refuses --verify-client without a usable --cafile", 
 });
 
 Deno.test("ServerTls.accept() serves a TLS client with a cert and key in one file", async () => {
-  const server = await startServer(await loaded({ cert: pki.serverCombined, key: undefined }));
-  try {
-    assert.equal(await greet(server.port), "hello anonymous\n");
-    assert.equal(await server.next(), undefined);
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(
+    await loaded({ cert: pki.serverCombined, key: undefined }),
+  );
+  assert.equal(await greet(server.port), "hello anonymous\n");
+  assert.equal(await server.next(), undefined);
 });
 
 Deno.test("ServerTls.accept() serves with an encrypted key and the right password", async () => {
   const serverTls = await loaded({ key: pki.serverKeyEncrypted, keyPassword: pki.keyPassword });
-  const server = await startServer(serverTls);
-  try {
-    assert.equal(await greet(server.port), "hello anonymous\n");
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(serverTls);
+  assert.equal(await greet(server.port), "hello anonymous\n");
 });
 
 Deno.test("ServerTls.accept() with --ssl-version tlsv1_3 refuses a TLS 1.2 client", async () => {
-  const server = await startServer(await loaded({ minVersion: "tlsv1_3" }));
-  try {
-    const error = await withTimeout(
-      new Promise<Error>((resolve) => {
-        const socket = tls.connect({
-          host: "127.0.0.1",
-          port: server.port,
-          rejectUnauthorized: false,
-          maxVersion: "TLSv1.2",
-        });
-        socket.once("secureConnect", () => resolve(new Error("unexpected TLS 1.2 handshake")));
-        socket.once("error", resolve);
-      }),
-      5000,
-    );
-    assert.match(error.message, /ProtocolVersion/);
-    const outcome = await server.next();
-    assert.ok(outcome instanceof TlsHandshakeError);
-    // A TLS 1.3 client still gets through.
-    assert.equal(await greet(server.port), "hello anonymous\n");
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(await loaded({ minVersion: "tlsv1_3" }));
+  const error = await within(
+    new Promise<Error>((resolve) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port: server.port,
+        rejectUnauthorized: false,
+        maxVersion: "TLSv1.2",
+      });
+      socket.once("secureConnect", () => resolve(new Error("unexpected TLS 1.2 handshake")));
+      socket.once("error", resolve);
+    }),
+    5000,
+    "TLS 1.2 refusal",
+  );
+  assert.match(error.message, /ProtocolVersion/);
+  const outcome = await server.next();
+  assert.ok(outcome instanceof TlsHandshakeError);
+  // A TLS 1.3 client still gets through.
+  assert.equal(await greet(server.port), "hello anonymous\n");
 });
 
 Deno.test("ServerTls.accept() with --verify-client accepts alice and bob with their CNs", async () => {
-  const server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
-  try {
-    assert.equal(
-      await greet(server.port, { cert: pki.aliceCert, key: pki.aliceKey }),
-      "hello alice\n",
-    );
-    const alice = await server.next();
-    assert.ok(alice && !(alice instanceof Error));
-    assert.equal(alice.commonName, "alice");
-    assert.equal(alice.subject["O"], "Websockify Tests");
-    assert.equal(alice.fingerprint256, fingerprintOf(pki.aliceCert));
-    assert.equal(await greet(server.port, { cert: pki.bobCert, key: pki.bobKey }), "hello bob\n");
-    assert.equal((await server.next() as ClientIdentity).commonName, "bob");
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
+  assert.equal(
+    await greet(server.port, { cert: pki.aliceCert, key: pki.aliceKey }),
+    "hello alice\n",
+  );
+  const alice = await server.next();
+  assert.ok(alice && !(alice instanceof Error));
+  assert.equal(alice.commonName, "alice");
+  assert.equal(alice.subject["O"], "Websockify Tests");
+  assert.equal(alice.fingerprint256, fingerprintOf(pki.aliceCert));
+  assert.equal(await greet(server.port, { cert: pki.bobCert, key: pki.bobKey }), "hello bob\n");
+  assert.equal((await server.next() as ClientIdentity).commonName, "bob");
 });
 
 Deno.test("ServerTls.accept() with --verify-client refuses a client without a certificate", async () => {
-  const server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
-  try {
-    const greeting = await greet(server.port).catch((error) => `failed: ${error.message}`);
-    assert.match(greeting, /^failed: /);
-    const outcome = await server.next();
-    assert.ok(outcome instanceof TlsHandshakeError);
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
+  const greeting = await greet(server.port).catch((error) => `failed: ${error.message}`);
+  assert.match(greeting, /^failed: /);
+  const outcome = await server.next();
+  assert.ok(outcome instanceof TlsHandshakeError);
 });
 
 Deno.test("ServerTls.accept() with --verify-client refuses a self-signed CN=alice", async () => {
   // Deno's node:tls accepts any client certificate here; authorize() must catch it.
-  const server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
-  try {
-    const greeting = await greet(server.port, {
-      cert: pki.rogueAliceCert,
-      key: pki.rogueAliceKey,
-    }).catch((error) => `failed: ${error.message}`);
-    assert.doesNotMatch(greeting, /hello/);
-    const outcome = await server.next();
-    assert.ok(outcome instanceof TlsHandshakeError);
-    assert.match(outcome.message, /Client certificate 'CN=alice' is not issued by a CA in/);
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(await loaded({ verifyClient: true, cafile: pki.caCert }));
+  const greeting = await greet(server.port, {
+    cert: pki.rogueAliceCert,
+    key: pki.rogueAliceKey,
+  }).catch((error) => `failed: ${error.message}`);
+  assert.doesNotMatch(greeting, /hello/);
+  const outcome = await server.next();
+  assert.ok(outcome instanceof TlsHandshakeError);
+  assert.match(outcome.message, /Client certificate 'CN=alice' is not issued by a CA in/);
 });
 
 Deno.test("clientIdentityOf() is undefined without --verify-client", async () => {
-  const server = await startServer(await loaded());
-  try {
-    // The client offers a certificate, but none is requested, so no identity exists.
-    assert.equal(
-      await greet(server.port, { cert: pki.aliceCert, key: pki.aliceKey }),
-      "hello anonymous\n",
-    );
-  } finally {
-    await server.close();
-  }
+  await using server = await startServer(await loaded());
+  // The client offers a certificate, but none is requested, so no identity exists.
+  assert.equal(
+    await greet(server.port, { cert: pki.aliceCert, key: pki.aliceKey }),
+    "hello anonymous\n",
+  );
 });
 
 Deno.test("ServerTls.accept() times out a stalled handshake without blocking others", async () => {
-  const server = await startServer(await loaded(), 400);
+  await using server = await startServer(await loaded(), 400);
   const stalled = await new Promise<Deno.Conn>((resolve, reject) => {
     Deno.connect({ hostname: "127.0.0.1", port: server.port }).then(resolve, reject);
   });
@@ -343,10 +312,9 @@ Deno.test("ServerTls.accept() times out a stalled handshake without blocking oth
     assert.ok(outcome instanceof TlsHandshakeError);
     assert.match(outcome.message, /timed out after 0\.4 s/);
     // The stalled socket was closed by the server.
-    assert.equal(await withTimeout(stalled.read(new Uint8Array(16)), 2000), null);
+    assert.equal(await within(stalled.read(new Uint8Array(16)), 2000, "stalled close"), null);
   } finally {
     stalled.close();
-    await server.close();
   }
 });
 
@@ -361,49 +329,41 @@ async function copyPki(name: string): Promise<{ cert: string; key: string }> {
 Deno.test("ServerTls.reload() uses a renewed certificate and keeps the old on a bad one", async () => {
   const files = await copyPki("renew-sighup");
   const serverTls = await loaded(files);
-  const server = await startServer(serverTls);
-  try {
-    assert.equal(await serverTls.reload(), "unchanged");
-    assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.serverCert));
+  await using server = await startServer(serverTls);
+  assert.equal(await serverTls.reload(), "unchanged");
+  assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.serverCert));
 
-    await Deno.copyFile(pki.otherServerCert, files.cert);
-    await Deno.copyFile(pki.otherServerKey, files.key);
-    assert.equal(await serverTls.reload(), "reloaded");
-    assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.otherServerCert));
-    assert.equal(await greet(server.port, { ca: pki.otherCaCert }), "hello anonymous\n");
+  await Deno.copyFile(pki.otherServerCert, files.cert);
+  await Deno.copyFile(pki.otherServerKey, files.key);
+  assert.equal(await serverTls.reload(), "reloaded");
+  assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.otherServerCert));
+  assert.equal(await greet(server.port, { ca: pki.otherCaCert }), "hello anonymous\n");
 
-    // Half a renewal: the new certificate is there but the key is still the old one.
-    await Deno.copyFile(pki.serverCert, files.cert);
-    assert.equal(await serverTls.reload(), "failed");
-    assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.otherServerCert));
-    await Deno.writeTextFile(files.cert, "garbage");
-    assert.equal(await serverTls.reload(), "failed");
-    assert.equal(await greet(server.port, { ca: pki.otherCaCert }), "hello anonymous\n");
-  } finally {
-    await server.close();
-  }
+  // Half a renewal: the new certificate is there but the key is still the old one.
+  await Deno.copyFile(pki.serverCert, files.cert);
+  assert.equal(await serverTls.reload(), "failed");
+  assert.equal(await presentedFingerprint(server.port), fingerprintOf(pki.otherServerCert));
+  await Deno.writeTextFile(files.cert, "garbage");
+  assert.equal(await serverTls.reload(), "failed");
+  assert.equal(await greet(server.port, { ca: pki.otherCaCert }), "hello anonymous\n");
 });
 
 Deno.test("ServerTls.watch() picks up a certificate replaced on disk", async () => {
   const files = await copyPki("renew-watch");
   const serverTls = await loaded(files);
   serverTls.watch();
-  const server = await startServer(serverTls);
-  try {
-    // Replace both files by rename, as renewal tools do.
-    await Deno.copyFile(pki.otherServerKey, files.key + ".new");
-    await Deno.copyFile(pki.otherServerCert, files.cert + ".new");
-    await Deno.rename(files.key + ".new", files.key);
-    await Deno.rename(files.cert + ".new", files.cert);
-    const wanted = fingerprintOf(pki.otherServerCert);
-    const deadline = Date.now() + 5000;
-    let seen = await presentedFingerprint(server.port);
-    while (seen !== wanted && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      seen = await presentedFingerprint(server.port);
-    }
-    assert.equal(seen, wanted, "the renewed certificate was not picked up within 5 s");
-  } finally {
-    await server.close();
+  await using server = await startServer(serverTls);
+  // Replace both files by rename, as renewal tools do.
+  await Deno.copyFile(pki.otherServerKey, files.key + ".new");
+  await Deno.copyFile(pki.otherServerCert, files.cert + ".new");
+  await Deno.rename(files.key + ".new", files.key);
+  await Deno.rename(files.cert + ".new", files.cert);
+  const wanted = fingerprintOf(pki.otherServerCert);
+  const deadline = Date.now() + 5000;
+  let seen = await presentedFingerprint(server.port);
+  while (seen !== wanted && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    seen = await presentedFingerprint(server.port);
   }
+  assert.equal(seen, wanted, "the renewed certificate was not picked up within 5 s");
 });

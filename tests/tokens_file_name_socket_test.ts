@@ -4,16 +4,7 @@ import { join } from "node:path";
 import { ConfigError, TokenLookupError } from "../src/errors.ts";
 import { tokenFileName, tokenFileNameOf } from "../src/tokens/token_file_name.ts";
 import { unixSocketDirectory } from "../src/tokens/unix_socket_directory.ts";
-import type { RequestInfo } from "../src/types.ts";
-import { tempDir } from "./_tokens_helpers.ts";
-
-const request: RequestInfo = {
-  method: "GET",
-  path: "/",
-  headers: new Headers(),
-  peer: "127.0.0.1:1",
-  secure: false,
-};
+import { lookupRequest as request, tempDir } from "./_tokens_helpers.ts";
 
 function listenUnix(path: string): Promise<Server> {
   return new Promise((resolve, reject) => {

@@ -3,16 +3,8 @@ import * as jose from "jose";
 import { join } from "node:path";
 import { ConfigError, TokenLookupError } from "../src/errors.ts";
 import { jwtTokenApi } from "../src/tokens/jwt.ts";
-import type { RequestInfo } from "../src/types.ts";
-import { captureLogs, tempDir } from "./_tokens_helpers.ts";
+import { captureLogs, lookupRequest as request, tempDir } from "./_tokens_helpers.ts";
 
-const request: RequestInfo = {
-  method: "GET",
-  path: "/",
-  headers: new Headers(),
-  peer: "127.0.0.1:1",
-  secure: false,
-};
 const claims = { host: "10.1.2.3", port: 5901 };
 const target = { kind: "tcp", host: "10.1.2.3", port: 5901 };
 const now = () => Math.floor(Date.now() / 1000);

@@ -6,16 +6,7 @@ import {
   splitSourceFields,
   tokenRedis,
 } from "../src/tokens/redis.ts";
-import type { RequestInfo } from "../src/types.ts";
-import { captureLogs, freePort, startRedis } from "./_tokens_helpers.ts";
-
-const request: RequestInfo = {
-  method: "GET",
-  path: "/",
-  headers: new Headers(),
-  peer: "127.0.0.1:1",
-  secure: false,
-};
+import { captureLogs, freePort, lookupRequest as request, startRedis } from "./_tokens_helpers.ts";
 
 Deno.test("splitSourceFields() splits on colons except inside a whole quoted field", () => {
   const cases: [string, string[]][] = [

@@ -1,16 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, TokenLookupError } from "../src/errors.ts";
 import { baseTokenApi, jsonTokenApi, tokenUrl } from "../src/tokens/token_api.ts";
-import type { RequestInfo } from "../src/types.ts";
-import { freePort, startHttp } from "./_tokens_helpers.ts";
-
-const request: RequestInfo = {
-  method: "GET",
-  path: "/",
-  headers: new Headers(),
-  peer: "127.0.0.1:1",
-  secure: false,
-};
+import { freePort, lookupRequest as request, startHttp } from "./_tokens_helpers.ts";
 
 function isLookupError(status: number, pattern: RegExp) {
   return (error: unknown) => {

@@ -3,16 +3,7 @@ import { join } from "node:path";
 import { ConfigError, TokenLookupError } from "../src/errors.ts";
 import { FileCache } from "../src/tokens/file_cache.ts";
 import { parseTokenFile, readOnlyTokenFile, tokenFile } from "../src/tokens/token_file.ts";
-import type { RequestInfo } from "../src/types.ts";
-import { captureLogs, tempDir } from "./_tokens_helpers.ts";
-
-const request: RequestInfo = {
-  method: "GET",
-  path: "/",
-  headers: new Headers(),
-  peer: "127.0.0.1:1",
-  secure: false,
-};
+import { captureLogs, lookupRequest as request, tempDir } from "./_tokens_helpers.ts";
 
 Deno.test("parseTokenFile() reads tokens, comments, blank lines, tabs, IPv6 and unix targets", () => {
   const errors: string[] = [];

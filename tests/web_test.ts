@@ -6,13 +6,8 @@ import type { WebConfig } from "../src/config.ts";
 import { AuthError } from "../src/errors.ts";
 import { requestInfo } from "../src/http.ts";
 import type { RequestInfo } from "../src/types.ts";
-import {
-  parseResponses,
-  rawExchange,
-  rawRequest,
-  startServer,
-  type TestServer,
-} from "./_web_helpers.ts";
+import { rawExchange } from "./_helpers.ts";
+import { parseResponses, rawRequest, startServer, type TestServer } from "./_web_helpers.ts";
 
 const SECRET = "TOP-SECRET-OUTSIDE";
 
@@ -335,7 +330,7 @@ Deno.test("createWebHandler() keeps the connection alive for pipelined requests"
       "GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n" +
       "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" +
       "GET /page.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    const responses = parseResponses(await rawExchange(server.port, request));
+    const responses = parseResponses(await rawExchange(server.port, request, { mustClose: true }));
     assert.deepEqual(responses.map((response) => response.status), [200, 200, 404, 200]);
     assert.equal(responses[0]?.body, "hello\n");
     assert.equal(responses[3]?.body, "<p>page</p>\n");
