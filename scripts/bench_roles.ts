@@ -329,14 +329,47 @@ async function upload(route: Route, options: Json): Promise<Json> {
   return { mbps: bytes / (windowMs / 1000) / 1e6, ...cpu };
 }
 
-// tcp→ws: the source writes `writeSize` chunks; count payload received during the window.
+// tcp→ws: the source writes `writeSize` chunks; count payload received during the window. The
+// socket is read with Deno.Conn into one reused buffer: no allocation per read, so the load
+// generator costs as little as possible on the core it shares with the target.
 async function download(route: Route, options: Json): Promise<Json> {
   const windowMs = options.windowMs as number;
   const warmupMs = options.warmupMs as number;
-  const connection = await open(route);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: route.port });
+  conn.setNoDelay(true);
+  const buffer = new Uint8Array(256 * 1024);
+  const view = Buffer.from(buffer.buffer);
   let count = 0;
-  connection.onBytes = (bytes) => (count += bytes);
-  await write(connection.socket, encode(route, withMode("R", u32s(options.writeSize as number))));
+  let counter: FrameCounter | undefined;
+  let rest = Buffer.alloc(0);
+  if (route.kind === "ws") {
+    await conn.write(new TextEncoder().encode(HANDSHAKE(route.port)));
+    // Read the response headers; what follows them is the first frame data.
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error("Connection closed during the handshake");
+      rest = Buffer.concat([rest, view.subarray(0, n)]);
+      const end = rest.indexOf("\r\n\r\n");
+      if (end < 0) continue;
+      if (!rest.subarray(0, 12).toString().startsWith("HTTP/1.1 101")) {
+        throw new Error(`Handshake refused: ${rest.subarray(0, 40).toString()}`);
+      }
+      rest = rest.subarray(end + 4);
+      break;
+    }
+    counter = new FrameCounter((bytes) => (count += bytes), () => {});
+    counter.push(rest);
+  }
+  await conn.write(encode(route, withMode("R", u32s(options.writeSize as number))));
+  let reading = true;
+  const reader = (async () => {
+    while (reading) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) break;
+      if (counter) counter.push(view.subarray(0, n));
+      else count += n;
+    }
+  })();
   await sleep(warmupMs);
   const meter = new CpuMeter(options);
   await meter.start();
@@ -344,7 +377,9 @@ async function download(route: Route, options: Json): Promise<Json> {
   await sleep(windowMs);
   const bytes = count - start;
   const cpu = await meter.stop();
-  connection.socket.destroy();
+  reading = false;
+  conn.close();
+  await reader;
   return { mbps: bytes / (windowMs / 1000) / 1e6, ...cpu };
 }
 
@@ -429,12 +464,18 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
     }
   }
   const openSeconds = (performance.now() - openStart) / 1000;
+  // All sessions are open before any echoes: this measures N sessions echoing at once. Opening
+  // them while earlier ones echo at full speed would measure something else: a Deno node:net
+  // server whose core is saturated accepts new connections seconds late (docs/decisions.md,
+  // "Sixth pass"), in the proxy and in the TCP target alike.
   const size = 32;
   if (route.modeByte) {
     for (const connection of opened) connection.socket.write(encode(route, withMode("E")));
   }
   const frame = encode(route, new Uint8Array(size).fill(0x44));
   const counts = new Array<number>(opened.length).fill(0);
+  const echoes = new Array<number>(opened.length).fill(0);
+  const lastEcho = new Array<number>(opened.length).fill(0);
   let running = true;
   let measuring = false;
   let started = 0;
@@ -452,6 +493,8 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
           if (++started === opened.length) resolveAllStarted();
         }
         if (measuring) counts[index]!++;
+        echoes[index]!++;
+        lastEcho[index] = performance.now();
         if (running) connection.socket.write(frame);
       }
     };
@@ -472,6 +515,22 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
   running = false;
   const total = counts.reduce((a, b) => a + b, 0);
   const served = counts.filter((c) => c > 0).length;
+  // Sessions without an echo in the window: never started, or stalled after some echoes (and
+  // whether their socket was closed): what to look at when "all served" fails.
+  const unserved = opened.map((connection, index) => ({ connection, index }))
+    .filter(({ index }) => counts[index] === 0);
+  const now = performance.now();
+  const unservedDetail = unserved.length === 0 ? undefined : {
+    neverStarted: unserved.filter(({ index }) => echoes[index] === 0).length,
+    stalled: unserved.filter(({ index }) => echoes[index]! > 0).length,
+    closed: unserved.filter(({ connection }) => connection.socket.destroyed).length,
+    examples: unserved.slice(0, 5).map(({ connection, index }) => ({
+      echoes: echoes[index],
+      silentMs: echoes[index] ? Math.round(now - lastEcho[index]!) : undefined,
+      localPort: connection.socket.localPort,
+      buffered: connection.socket.writableLength,
+    })),
+  };
   for (const connection of opened) connection.socket.destroy();
   return {
     rate: total / (windowMs / 1000),
@@ -480,8 +539,10 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
     failed,
     openRate: opened.length / openSeconds,
     firstEchoSeconds,
+    started,
     ...memory,
     ...cpu,
+    ...(unservedDetail ? { unserved: unservedDetail } : {}),
   };
 }
 
