@@ -634,9 +634,11 @@ function renderTable(
       "a ws echo server without proxy).",
   );
   lines.push(
-    "The concurrency and idle rows use freshly started proxies; memory is RSS (PSS summed over " +
-      "the process tree for Python websockify and for --workers). Rounds alternate between the " +
-      "servers; figures are medians (p99: median of the rounds' p99, with their range).",
+    "Rounds alternate between the servers; figures are medians (p99: median of the rounds' " +
+      "p99, with their range). The proxy runs with the V8 flags of `deno task start`. The " +
+      "concurrency rows start on a fresh proxy and repeat on it: memory is the largest RSS seen " +
+      "(with the fresh process's first figure), PSS summed over the process tree for Python " +
+      "websockify and for --workers; the idle row uses a fresh proxy.",
   );
   lines.push("");
   const columns = columnsOf(names, python);
@@ -717,7 +719,7 @@ function renderCpuTable(rows: Row[], names: string[], python: boolean): string {
         ? "proxy CPU"
         : load >= SATURATED
         ? "load side CPU"
-        : "neither: waiting (latency)";
+        : "neither core saturated";
     }
     const label = row.label.replace(/ p50 \(32 B\)$/, " (32 B)");
     lines.push(`| ${[label, ...cells, limit].join(" | ")} |`);

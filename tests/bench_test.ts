@@ -53,7 +53,7 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.deepEqual(cpuHeader, ["test", "direct", "deno", "deno limited by"]);
   const [, , denoCpu, limit] = rowOf(cpu, "set-up");
   assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
-  assert.match(limit!, /^(proxy CPU|load side CPU|neither: waiting \(latency\))$/);
+  assert.match(limit!, /^(proxy CPU|load side CPU|neither core saturated)$/);
 });
 
 Deno.test("bench refuses an unknown --only part with the list of parts", async () => {

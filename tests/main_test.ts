@@ -74,6 +74,25 @@ Deno.test("main.ts --help exits 0 and lists every option", async () => {
   assert.match(stdout, /--connect-timeout <N>[\s\S]*default: 10/);
 });
 
+Deno.test("deno task start accepts its V8 flags and permissions (--version exits 0)", async () => {
+  // The README's run command: its DENO_V8_FLAGS must be flags this V8 knows (V8 refuses to
+  // start otherwise) and its permissions must be enough to start.
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))) as {
+    tasks: Record<string, string>;
+  };
+  assert.match(config.tasks.start!, /DENO_V8_FLAGS=--sqrt-allocation-limits/);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "start", "--version"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, stderr);
+  assert.doesNotMatch(stderr, /did not recognize flag/);
+  assert.match(new TextDecoder().decode(output.stdout), new RegExp(VERSION.replaceAll(".", "\\.")));
+});
+
 Deno.test("main.ts -h prints the same help as --help", async () => {
   const [short, long] = await Promise.all([runMain(["-h"]), runMain(["--help"])]);
   assert.equal(short.code, 0);
