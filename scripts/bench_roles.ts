@@ -546,6 +546,41 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
   };
 }
 
+// New sessions opened one after another (handshake and one echo each) for the window, meant to
+// run while another load generator keeps the server busy: how long a newcomer waits.
+async function probe(route: Route, options: Json): Promise<Json> {
+  const windowMs = options.windowMs as number;
+  const intervalMs = options.intervalMs as number;
+  const timeoutMs = options.timeoutMs as number;
+  const frame = encode(route, withMode(route.modeByte ? "E" : "", new Uint8Array(32).fill(0x55)));
+  const samples: number[] = [];
+  let timeouts = 0;
+  const deadline = performance.now() + windowMs;
+  while (performance.now() < deadline) {
+    const start = performance.now();
+    let connection: Connection | undefined;
+    try {
+      connection = await open(route, timeoutMs);
+      const echoed = receive(connection, 32);
+      connection.socket.write(frame);
+      await withTimeout(echoed, timeoutMs);
+      samples.push(performance.now() - start);
+    } catch {
+      timeouts++;
+    } finally {
+      connection?.socket.destroy();
+    }
+    await sleep(intervalMs);
+  }
+  samples.sort((a, b) => a - b);
+  return {
+    count: samples.length,
+    timeouts,
+    p50: samples[Math.floor(samples.length / 2)] ?? NaN,
+    max: timeouts > 0 ? timeoutMs : samples[samples.length - 1] ?? NaN,
+  };
+}
+
 // Idle connections: memory of the server processes before and after opening them.
 async function idle(route: Route, options: Json): Promise<Json> {
   const connections = options.connections as number;
@@ -697,6 +732,7 @@ const TESTS: Record<string, (route: Route, options: Json) => Promise<Json>> = {
   latency,
   setup,
   concurrent,
+  probe,
   idle,
 };
 
