@@ -4,7 +4,7 @@
  * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
  * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
  * busy the server and the load side were in each test (which side limited the figure).
- * `--only throughput,latency,setup,concurrency,idle` runs some parts.
+ * `--only throughput,latency,setup,concurrency,newcomer,idle` runs some parts.
  *
  * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
  * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
@@ -297,6 +297,36 @@ async function load(options: Options, subject: Subject, test: Json): Promise<Jso
   }
 }
 
+/**
+ * Starts a measurement that announces `{"ready":true}` once its load is running (the concurrent
+ * test with `announce`), for another measurement to run against the busy server meanwhile.
+ */
+function loadInBackground(
+  options: Options,
+  subject: Subject,
+  test: Json,
+): { ready: Promise<boolean>; result: Promise<Json> } {
+  const spec = { ...test, announce: true, route: subject.route, pid: subject.pids };
+  const child = new Child(
+    Deno.execPath(),
+    ["run", "-A", ROLES, "load", JSON.stringify({ ...spec, limitMs: 120_000 })],
+    pin(options, LOAD_CPU),
+  );
+  const ready = child.waitFor(/^\{"ready":true/, 60_000, "The busy load").then(
+    () => true,
+    () => false,
+  );
+  const result = child.process.status.then(() => {
+    const last = [...child.lines].reverse().find((line) => line.startsWith("{"));
+    try {
+      return JSON.parse(last ?? "") as Json;
+    } catch {
+      return { error: `no result: ${child.lines.slice(-3).join(" | ")}` };
+    }
+  });
+  return { ready, result };
+}
+
 function log(line: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
 }
@@ -544,6 +574,9 @@ async function main(): Promise<void> {
           rates.set(name, [...rates.get(name) ?? [], result.rate as number]);
           memories.set(name, [...memories.get(name) ?? [], (result.memoryKib as number) / 1024]);
           served.set(name, [...served.get(name) ?? [], Number(result.served ?? 0)]);
+          if (result.unserved) {
+            log(`  ${name}: unserved sessions ${JSON.stringify(result.unserved)}`);
+          }
           keepCpu(rate, name, result);
         }
       }
@@ -552,9 +585,12 @@ async function main(): Promise<void> {
         rate.notes.set(name, `${Math.min(...served.get(name)!)}/${connections} served`);
         // The largest RSS over the runs (sessions of earlier runs have come and gone by the
         // later ones: the figure includes what the heap keeps of them), and the fresh process's.
-        const seen = memories.get(name)!;
-        memory.values.set(name, Math.max(...seen));
-        if (seen.length > 1) memory.notes.set(name, `fresh ${seen[0]!.toFixed(1)}`);
+        const seen = memories.get(name)!.filter(Number.isFinite);
+        if (seen.length > 0) memory.values.set(name, Math.max(...seen));
+        // Only the proxies are restarted before these rows; the ws echo server is not fresh.
+        if (seen.length > 1 && name !== "direct") {
+          memory.notes.set(name, `fresh ${seen[0]!.toFixed(1)}`);
+        }
       }
       rate.notes.set("python", "forks per connection: not run");
     }
@@ -573,26 +609,38 @@ async function main(): Promise<void> {
         false,
       );
       for (const subject of [wsEcho, ...subjects.filter((s) => s.name.startsWith("deno"))]) {
-        const busy = measure(subject, {
+        const name = subject === wsEcho ? "direct" : subject.name;
+        const busy = loadInBackground(options, subject, {
           test: "concurrent",
           connections: busySessions,
-          windowMs: probeMs + 4000,
+          windowMs: probeMs + 1000,
+          targetPid: target.child.pid,
         });
-        // Opening the busy sessions takes about a second; probes start once they echo.
-        await new Promise((resolve) => setTimeout(resolve, 3000));
-        const result = await measure(subject, {
-          test: "probe",
-          windowMs: probeMs,
-          intervalMs: 100,
-          timeoutMs: 10_000,
-        });
-        await busy;
-        const name = subject === wsEcho ? "direct" : subject.name;
+        // Probes start once every busy session has echoed.
+        const result = await busy.ready
+          ? await measure(subject, {
+            test: "probe",
+            windowMs: probeMs,
+            intervalMs: 100,
+            timeoutMs: 10_000,
+          })
+          : { error: "the busy load did not start" };
+        const load = await busy.result;
+        if (Number(load.served) !== busySessions || load.error) {
+          log(`  ${name} newcomer: busy load ${JSON.stringify(load).slice(0, 300)}`);
+        }
+        if (result.error) {
+          log(`  ${name} newcomer: ${result.error}`);
+          continue;
+        }
         newcomer.values.set(name, result.max as number);
-        const timeouts = Number(result.timeouts) > 0 ? `, ${result.timeouts} over 10 s` : "";
+        const extra = [
+          Number(result.timeouts) > 0 ? `${result.timeouts} waited 10 s` : "",
+          Number(result.failures) > 0 ? `${result.failures} failed` : "",
+        ].filter(Boolean).map((text) => `, ${text}`).join("");
         newcomer.notes.set(
           name,
-          `max; p50 ${format(result.p50 as number, "ms")}, ${result.count} sessions${timeouts}`,
+          `max; p50 ${format(result.p50 as number, "ms")}, ${result.count} sessions${extra}`,
         );
       }
       newcomer.notes.set("python", "forks per connection: not run");
@@ -731,7 +779,7 @@ function renderCpuTable(rows: Row[], names: string[], python: boolean): string {
   const lines = [
     "CPU use during each test, as a share of one core: server under test / load side (load " +
     "generator + TCP target). The load side is the limit when it is at 90 % or more while the " +
-    "server is not.",
+    "server is not; – where the measuring window was under 0.5 s.",
     "",
   ];
   const header = ["test", ...columns, "deno limited by"];

@@ -336,6 +336,24 @@ async function download(route: Route, options: Json): Promise<Json> {
   const windowMs = options.windowMs as number;
   const warmupMs = options.warmupMs as number;
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: route.port });
+  try {
+    return await downloadOn(conn, route, options, windowMs, warmupMs);
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+async function downloadOn(
+  conn: Deno.TcpConn,
+  route: Route,
+  options: Json,
+  windowMs: number,
+  warmupMs: number,
+): Promise<Json> {
   conn.setNoDelay(true);
   const buffer = new Uint8Array(256 * 1024);
   const view = Buffer.from(buffer.buffer);
@@ -343,7 +361,7 @@ async function download(route: Route, options: Json): Promise<Json> {
   let counter: FrameCounter | undefined;
   let rest = Buffer.alloc(0);
   if (route.kind === "ws") {
-    await conn.write(new TextEncoder().encode(HANDSHAKE(route.port)));
+    await writeAllTo(conn, new TextEncoder().encode(HANDSHAKE(route.port)));
     // Read the response headers; what follows them is the first frame data.
     while (true) {
       const n = await conn.read(buffer);
@@ -360,7 +378,7 @@ async function download(route: Route, options: Json): Promise<Json> {
     counter = new FrameCounter((bytes) => (count += bytes), () => {});
     counter.push(rest);
   }
-  await conn.write(encode(route, withMode("R", u32s(options.writeSize as number))));
+  await writeAllTo(conn, encode(route, withMode("R", u32s(options.writeSize as number))));
   let reading = true;
   const reader = (async () => {
     while (reading) {
@@ -381,6 +399,10 @@ async function download(route: Route, options: Json): Promise<Json> {
   conn.close();
   await reader;
   return { mbps: bytes / (windowMs / 1000) / 1e6, ...cpu };
+}
+
+async function writeAllTo(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at));
 }
 
 // Round trips of one small message on one connection.
@@ -503,6 +525,8 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
   // Measure the steady state: every session has its target connection and one echo behind it.
   const startWait = performance.now();
   await withTimeout(allStarted, 20_000).catch(() => {});
+  // A bench part that runs something else against the busy server waits for this line.
+  if (options.announce) print({ ready: true, started });
   const firstEchoSeconds = (performance.now() - startWait) / 1000;
   await sleep(300);
   const meter = new CpuMeter(options);
@@ -547,7 +571,8 @@ async function concurrent(route: Route, options: Json): Promise<Json> {
 }
 
 // New sessions opened one after another (handshake and one echo each) for the window, meant to
-// run while another load generator keeps the server busy: how long a newcomer waits.
+// run while another load generator keeps the server busy: how long a newcomer waits. A session
+// that times out counts with the time it waited; one refused or reset counts as failed.
 async function probe(route: Route, options: Json): Promise<Json> {
   const windowMs = options.windowMs as number;
   const intervalMs = options.intervalMs as number;
@@ -555,6 +580,7 @@ async function probe(route: Route, options: Json): Promise<Json> {
   const frame = encode(route, withMode(route.modeByte ? "E" : "", new Uint8Array(32).fill(0x55)));
   const samples: number[] = [];
   let timeouts = 0;
+  let failures = 0;
   const deadline = performance.now() + windowMs;
   while (performance.now() < deadline) {
     const start = performance.now();
@@ -565,8 +591,13 @@ async function probe(route: Route, options: Json): Promise<Json> {
       connection.socket.write(frame);
       await withTimeout(echoed, timeoutMs);
       samples.push(performance.now() - start);
-    } catch {
-      timeouts++;
+    } catch (error) {
+      if (String(error).includes("Timed out")) {
+        timeouts++;
+        samples.push(performance.now() - start);
+      } else {
+        failures++;
+      }
     } finally {
       connection?.socket.destroy();
     }
@@ -576,8 +607,9 @@ async function probe(route: Route, options: Json): Promise<Json> {
   return {
     count: samples.length,
     timeouts,
+    failures,
     p50: samples[Math.floor(samples.length / 2)] ?? NaN,
-    max: timeouts > 0 ? timeoutMs : samples[samples.length - 1] ?? NaN,
+    max: samples[samples.length - 1] ?? NaN,
   };
 }
 

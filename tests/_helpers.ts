@@ -265,13 +265,15 @@ export async function holdPort(mode: "refuse" | "listen"): Promise<HeldPort> {
     await child.status;
   };
   let port = 0;
+  const reader = child.stdout.getReader();
   try {
-    const reader = child.stdout.getReader();
     const line = decoder.decode((await within(reader.read(), 10000, "held port")).value);
     reader.releaseLock();
     port = Number(line.trim());
     if (!Number.isInteger(port) || port <= 0) throw new Error(`No port from the holder: '${line}'`);
   } catch (error) {
+    // A read still pending keeps the stream locked: cancel it through the reader.
+    await reader.cancel().catch(() => {});
     await stop();
     throw error;
   }

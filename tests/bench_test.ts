@@ -47,7 +47,7 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
     assert.match(deno!, /^[\d,.]+$/, `${label}: deno figure`);
   }
   // Parts not asked for are not run.
-  assert.doesNotMatch(stdout, /ws→tcp|concurrent|idle memory/);
+  assert.doesNotMatch(stdout, /ws→tcp|concurrent|new session|idle memory/);
   // CPU table: a share for deno's server and load side, and the side that limited it.
   const cpuHeader = rowOf(cpu, "test | direct");
   assert.deepEqual(cpuHeader, ["test", "direct", "deno", "deno limited by"]);
