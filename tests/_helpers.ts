@@ -427,6 +427,16 @@ export function randomBytes(size: number): Uint8Array {
   return bytes;
 }
 
+/** Whether process `pid` still exists. */
+export function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Resident set size of process `pid` in bytes, from /proc. */
 export function rssOf(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

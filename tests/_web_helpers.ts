@@ -5,7 +5,7 @@
  * @module
  */
 
-import { rawExchange, startEcho, startProxy } from "./_helpers.ts";
+import { rawExchange, startEcho, startProxy, upgradeRequest as requestText } from "./_helpers.ts";
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -158,20 +158,15 @@ export async function upgradeRequest(
   path = "/websockify",
   timeoutMs = 5000,
 ): Promise<RawResponse> {
-  const lines = [
-    `GET ${path} HTTP/1.1`,
-    "Host: 127.0.0.1",
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
-  ];
+  const request = requestText(
+    path,
+    Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+  );
   const connection = await Deno.connect({ hostname: "127.0.0.1", port });
   const timer = setTimeout(() => connection.close(), timeoutMs);
   let text = "";
   try {
-    await connection.write(new TextEncoder().encode(`${lines.join("\r\n")}\r\n\r\n`));
+    await connection.write(new TextEncoder().encode(request));
     const buffer = new Uint8Array(65536);
     for (let reads = 0; reads < 10_000; reads++) {
       const count = await connection.read(buffer);

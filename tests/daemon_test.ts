@@ -1,16 +1,7 @@
 import assert from "node:assert/strict";
-import { connectClient, runMain, startEcho, within } from "./_helpers.ts";
+import { alive, connectClient, runMain, startEcho, within } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
-
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test("main.ts -D detaches, keeps proxying and stops on SIGTERM", async () => {
   await using echo = startEcho();

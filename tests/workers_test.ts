@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
+import { alive } from "./_helpers.ts";
 import { clientFrame, deadline, RawClient } from "./_perf_helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -31,15 +32,6 @@ function socketCount(pid: number): number {
     }
   }
   return count;
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("--workers 2 serves one port from two processes and stops both on SIGTERM", async () => {
