@@ -71,6 +71,8 @@ const cpuCount = navigator.hardwareConcurrency;
 class Child {
   readonly process: Deno.ChildProcess;
   readonly lines: string[] = [];
+  /** Resolves once both output streams have ended and every line is in `lines`. */
+  readonly finished: Promise<void>;
   #waiters: { match: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
 
   constructor(
@@ -88,8 +90,10 @@ class Child {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    void this.#drain(this.process.stdout);
-    void this.#drain(this.process.stderr);
+    this.finished = Promise.all([
+      this.#drain(this.process.stdout),
+      this.#drain(this.process.stderr),
+    ]).then(() => {});
   }
 
   get pid(): number {
@@ -104,7 +108,9 @@ class Child {
       const parts = rest.split("\n");
       rest = parts.pop() ?? "";
       for (const line of parts) {
-        if (this.lines.length < 200) this.lines.push(line);
+        // The latest 200 lines: a measurement's result is its last line.
+        this.lines.push(line);
+        if (this.lines.length > 200) this.lines.shift();
         for (const waiter of [...this.#waiters]) {
           const match = line.match(waiter.match);
           if (match) {
@@ -273,28 +279,36 @@ async function startWsEcho(options: Options): Promise<Subject> {
   };
 }
 
-/** Runs one measurement in a fresh load-generator process. */
-async function load(options: Options, subject: Subject, test: Json): Promise<Json> {
+/**
+ * Runs one measurement in a fresh load-generator process (pinned like the load side) and
+ * resolves with its result: the last JSON line it printed.
+ */
+function startLoad(options: Options, subject: Subject, test: Json): {
+  child: Child;
+  result: Promise<Json>;
+} {
   const spec = { ...test, route: subject.route, pid: subject.pids, limitMs: 120_000 };
-  const cpu = pin(options, LOAD_CPU);
-  const args = ["run", "-A", ROLES, "load", JSON.stringify(spec)];
-  const pinned = cpu !== undefined && haveTaskset;
-  const output = await new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
-    args: pinned ? ["-c", String(cpu), Deno.execPath(), ...args] : args,
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
-  try {
-    const result = JSON.parse(text) as Json;
-    if (result.error) log(`  ${subject.name} ${test.test}: ${result.error}`);
-    return result;
-  } catch {
-    const stderr = new TextDecoder().decode(output.stderr).slice(-400);
-    log(`  ${subject.name} ${test.test}: no result (${stderr})`);
-    return { error: "no result" };
-  }
+  const child = new Child(
+    Deno.execPath(),
+    ["run", "-A", ROLES, "load", JSON.stringify(spec)],
+    pin(options, LOAD_CPU),
+  );
+  const result = child.finished.then(() => {
+    const last = [...child.lines].reverse().find((line) => line.startsWith("{"));
+    try {
+      const parsed = JSON.parse(last ?? "") as Json;
+      if (parsed.error) log(`  ${subject.name} ${test.test}: ${parsed.error}`);
+      return parsed;
+    } catch {
+      log(`  ${subject.name} ${test.test}: no result (${child.lines.slice(-3).join(" | ")})`);
+      return { error: "no result" };
+    }
+  });
+  return { child, result };
+}
+
+function load(options: Options, subject: Subject, test: Json): Promise<Json> {
+  return startLoad(options, subject, test).result;
 }
 
 /**
@@ -306,24 +320,11 @@ function loadInBackground(
   subject: Subject,
   test: Json,
 ): { ready: Promise<boolean>; result: Promise<Json> } {
-  const spec = { ...test, announce: true, route: subject.route, pid: subject.pids };
-  const child = new Child(
-    Deno.execPath(),
-    ["run", "-A", ROLES, "load", JSON.stringify({ ...spec, limitMs: 120_000 })],
-    pin(options, LOAD_CPU),
-  );
+  const { child, result } = startLoad(options, subject, { ...test, announce: true });
   const ready = child.waitFor(/^\{"ready":true/, 60_000, "The busy load").then(
     () => true,
     () => false,
   );
-  const result = child.process.status.then(() => {
-    const last = [...child.lines].reverse().find((line) => line.startsWith("{"));
-    try {
-      return JSON.parse(last ?? "") as Json;
-    } catch {
-      return { error: `no result: ${child.lines.slice(-3).join(" | ")}` };
-    }
-  });
   return { ready, result };
 }
 
@@ -698,7 +699,8 @@ async function newcomerPart(run: BenchRun): Promise<void> {
     ].filter(Boolean).map((text) => `, ${text}`).join("");
     newcomer.notes.set(
       name,
-      `max; p50 ${format(result.p50 as number, "ms")}, ${result.count} sessions${extra}`,
+      `max; p50 ${format(result.p50 as number, "ms")}, ${result.count} ` +
+        `session${result.count === 1 ? "" : "s"}${extra}`,
     );
   }
   newcomer.notes.set("python", "forks per connection: not run");

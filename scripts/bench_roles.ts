@@ -22,6 +22,7 @@ import net from "node:net";
 import process from "node:process";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocketServer } from "ws";
+import { whenDrained } from "../src/socket_target.ts";
 
 type Json = Record<string, unknown>;
 
@@ -269,16 +270,7 @@ function open(route: Route, timeoutMs = 10_000): Promise<Connection> {
 
 /** Writes `data`; resolves once the socket accepts more. */
 function write(socket: net.Socket, data: Uint8Array): Promise<void> {
-  if (socket.write(data)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      socket.off("drain", done);
-      socket.off("close", done);
-      resolve();
-    };
-    socket.on("drain", done);
-    socket.on("close", done);
-  });
+  return socket.write(data) ? Promise.resolve() : whenDrained(socket);
 }
 
 function u32s(...values: number[]): Uint8Array {
