@@ -7,14 +7,14 @@
  */
 
 import { parseArgs } from "./src/cli.ts";
-import { daemonize, isDaemonChild, READY_LINE } from "./src/daemon.ts";
+import { daemonize, isDaemonChild, READY_LINE } from "./src/ops/daemon.ts";
 import type { Config } from "./src/config.ts";
 import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
-import { closeLogging, flushLog, getLog, setupLogging } from "./src/log.ts";
+import { closeLogging, flushLog, getLog, setupLogging } from "./src/ops/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
-import { forkWorkers, workerRole } from "./src/workers.ts";
-import { checkTargetTls } from "./src/target_tls.ts";
-import { ServerTls } from "./src/tls.ts";
+import { forkWorkers, workerRole } from "./src/ops/workers.ts";
+import { checkTargetTls } from "./src/targets/target_tls.ts";
+import { ServerTls } from "./src/listen/tls.ts";
 import type { CommandWrapper } from "./src/wrap/mod.ts";
 
 const encoder = new TextEncoder();

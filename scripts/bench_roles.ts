@@ -22,7 +22,7 @@ import net from "node:net";
 import process from "node:process";
 // @ts-types="npm:@types/ws@8.18.2"
 import { WebSocketServer } from "ws";
-import { whenDrained } from "../src/socket_target.ts";
+import { whenDrained } from "../src/targets/socket_target.ts";
 
 type Json = Record<string, unknown>;
 

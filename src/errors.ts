@@ -1,6 +1,6 @@
 /**
  * Typed errors of the proxy. Each kind is mapped to an exit code, an HTTP status or a WebSocket
- * close code in one place (`main.ts` for start-up, `src/http.ts` for requests).
+ * close code in one place (`main.ts` for start-up, `src/http/http.ts` for requests).
  *
  * @module
  */

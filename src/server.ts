@@ -6,19 +6,19 @@
  * @module
  */
 
-import type { WebSocketChannel } from "./channel.ts";
+import type { WebSocketChannel } from "./websocket/channel.ts";
 import type { Config } from "./config.ts";
 import { checkOrigin } from "./auth/origin.ts";
 import { errorMessage, HttpError } from "./errors.ts";
-import { createHttpServer } from "./http.ts";
-import { connectionInfo, Listener } from "./listener.ts";
-import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./log.ts";
-import type { PumpHandle } from "./pump.ts";
-import { runSession } from "./session.ts";
-import { describeTarget } from "./target.ts";
+import { createHttpServer } from "./http/http.ts";
+import { connectionInfo, Listener } from "./listen/listener.ts";
+import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
+import type { PumpHandle } from "./session/pump.ts";
+import { runSession } from "./session/session.ts";
+import { describeTarget } from "./targets/target.ts";
 import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
 import { extractToken, lookupTarget } from "./tokens/mod.ts";
-import { createWebHandler } from "./web.ts";
+import { createWebHandler } from "./http/web.ts";
 
 /** A running proxy. */
 export interface RunningServer {
@@ -34,7 +34,7 @@ export interface RunningServer {
 export interface ServerParts {
   readonly tokens?: TokenPlugin | undefined;
   readonly auth?: AuthPlugin | undefined;
-  readonly tls?: import("./listener.ts").TlsProvider | undefined;
+  readonly tls?: import("./listen/listener.ts").TlsProvider | undefined;
   /** Extra banner lines from the parts (e.g. TLS status). */
   readonly bannerLines?: readonly string[];
   /** Wrap mode: the loopback port the wrapped command was moved to (`src/wrap/mod.ts`). */

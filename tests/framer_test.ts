@@ -18,7 +18,7 @@ import {
   isValidCloseCode,
   unmask,
   writeFrameHeader,
-} from "../src/framer.ts";
+} from "../src/websocket/framer.ts";
 import { clientFrame, concatBytes, deadline, RawClient } from "./_perf_helpers.ts";
 
 interface Recorded {

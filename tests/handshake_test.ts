@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkUpgrade, selectProtocol, type UpgradeCheck } from "../src/handshake.ts";
+import { checkUpgrade, selectProtocol, type UpgradeCheck } from "../src/websocket/handshake.ts";
 import { rawExchange, startEcho, startProxy, upgradeRequest } from "./_helpers.ts";
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ==";

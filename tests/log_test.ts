@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { LogRecord } from "@logtape/logtape";
-import { formatLogDate, formatRecord, formatSyslog, peerHost } from "../src/log.ts";
-import { escapeFrame } from "../src/record.ts";
+import { formatLogDate, formatRecord, formatSyslog, peerHost } from "../src/ops/log.ts";
+import { escapeFrame } from "../src/session/record.ts";
 import {
   connectClient,
   type ProxyProcess,

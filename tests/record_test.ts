@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Recording } from "../src/record.ts";
+import { Recording } from "../src/session/record.ts";
 
 const encoder = new TextEncoder();
 

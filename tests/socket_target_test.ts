@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import { SocketConnection } from "../src/socket_target.ts";
+import { SocketConnection } from "../src/targets/socket_target.ts";
 import { concatBytes, deadline } from "./_perf_helpers.ts";
 
 async function serve(onSocket: (socket: net.Socket) => void): Promise<net.Server> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describeTarget, dialTarget, preferIpv4 } from "../src/target.ts";
+import { describeTarget, dialTarget, preferIpv4 } from "../src/targets/target.ts";
 import { startEcho } from "./_helpers.ts";
 
 const NO_TLS = { enabled: false, ca: undefined, insecure: false } as const;

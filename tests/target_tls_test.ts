@@ -3,7 +3,7 @@ import net from "node:net";
 import { join } from "node:path";
 import type { TargetTlsConfig } from "../src/config.ts";
 import { ConfigError, TargetError } from "../src/errors.ts";
-import { checkTargetTls, dialTlsTarget } from "../src/target_tls.ts";
+import { checkTargetTls, dialTlsTarget } from "../src/targets/target_tls.ts";
 import type { TargetConnection } from "../src/types.ts";
 import { holdPort } from "./_helpers.ts";
 import { makeTestPki, startEchoServer, type TestPki } from "./_tls_helpers.ts";

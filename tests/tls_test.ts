@@ -5,7 +5,7 @@ import tls from "node:tls";
 import { join } from "node:path";
 import type { TlsConfig } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
-import { clientIdentityOf, ServerTls, TlsHandshakeError } from "../src/tls.ts";
+import { clientIdentityOf, ServerTls, TlsHandshakeError } from "../src/listen/tls.ts";
 import type { ClientIdentity } from "../src/types.ts";
 import { within } from "./_helpers.ts";
 import { makeTestPki, type TestPki } from "./_tls_helpers.ts";

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { createWebHandler, type WebHandlerOptions } from "../src/web.ts";
-import { escapeHtml } from "../src/http_response.ts";
-import { quotePath } from "../src/web_listing.ts";
+import { createWebHandler, type WebHandlerOptions } from "../src/http/web.ts";
+import { escapeHtml } from "../src/http/http_response.ts";
+import { quotePath } from "../src/http/web_listing.ts";
 import type { WebConfig } from "../src/config.ts";
 import { AuthError } from "../src/errors.ts";
-import { requestInfo } from "../src/http.ts";
+import { requestInfo } from "../src/http/http.ts";
 import type { RequestInfo } from "../src/types.ts";
 import { rawExchange } from "./_helpers.ts";
 import { parseResponses, rawRequest, startServer, type TestServer } from "./_web_helpers.ts";

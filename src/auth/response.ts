@@ -13,8 +13,8 @@
 import * as http from "node:http";
 import type { Duplex } from "node:stream";
 import { AuthError, errorMessage } from "../errors.ts";
-import { errorPage, errorResponse, printable, safeHeaders } from "../http_response.ts";
-import { getLog } from "../log.ts";
+import { errorPage, errorResponse, printable, safeHeaders } from "../http/http_response.ts";
+import { getLog } from "../ops/log.ts";
 
 /** How long a denied upgrade socket may linger after the answer before it is destroyed (ms). */
 const LINGER_MS = 2000;
@@ -22,7 +22,7 @@ const LINGER_MS = 2000;
 /**
  * Answers `error` on `target` and closes the connection; logs the denial (with `logDetail`, which
  * is never sent) against `peer`. The response is the same HTML error page as every other error
- * (`errorResponse()` in `src/http_response.ts`) with `Connection: close` and `Content-Length`.
+ * (`errorResponse()` in `src/http/http_response.ts`) with `Connection: close` and `Content-Length`.
  * Reason phrase and header values are stripped of control characters and header names are
  * checked, so a plugin cannot split the response. Safe to call on a destroyed socket.
  */

@@ -13,7 +13,7 @@
 
 import type { Config } from "../config.ts";
 import { ConfigError, errorMessage, StartupError } from "../errors.ts";
-import { getLog, type Log } from "../log.ts";
+import { getLog, type Log } from "../ops/log.ts";
 import type { Target } from "../types.ts";
 import { buildRebindLibrary, type RebindOptions } from "./rebind.ts";
 

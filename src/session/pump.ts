@@ -9,12 +9,12 @@
  */
 
 import { Buffer } from "node:buffer";
-import { releaseBuffer, type WebSocketChannel } from "./channel.ts";
-import { SocketConnection } from "./socket_target.ts";
-import type { DataOpcode } from "./framer.ts";
-import type { Log, TrafficLog } from "./log.ts";
+import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
+import { SocketConnection } from "../targets/socket_target.ts";
+import type { DataOpcode } from "../websocket/framer.ts";
+import type { Log, TrafficLog } from "../ops/log.ts";
 import type { Recording } from "./record.ts";
-import type { TargetConnection } from "./types.ts";
+import type { TargetConnection } from "../types.ts";
 
 /** Largest binary message sent to the client: one target read, as upstream (`recv(65536)`). */
 export const MAX_CLIENT_MESSAGE = 64 * 1024;

@@ -5,14 +5,14 @@
  * @module
  */
 
-import type { WebSocketChannel } from "./channel.ts";
-import type { Config } from "./config.ts";
-import { errorMessage } from "./errors.ts";
-import type { Log, TrafficLog } from "./log.ts";
+import type { WebSocketChannel } from "../websocket/channel.ts";
+import type { Config } from "../config.ts";
+import { errorMessage } from "../errors.ts";
+import type { Log, TrafficLog } from "../ops/log.ts";
 import { pump, type PumpEnd, type PumpHandle } from "./pump.ts";
 import { Recording } from "./record.ts";
-import { describeTarget, dialTarget } from "./target.ts";
-import type { Target } from "./types.ts";
+import { describeTarget, dialTarget } from "../targets/target.ts";
+import type { Target } from "../types.ts";
 
 /** Options of {@link runSession}. */
 export interface SessionOptions {

@@ -15,10 +15,10 @@
 import { X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
-import type { TargetTlsConfig } from "./config.ts";
-import { ConfigError, errorMessage, TargetError } from "./errors.ts";
-import { getLog } from "./log.ts";
-import type { TargetConnection } from "./types.ts";
+import type { TargetTlsConfig } from "../config.ts";
+import { ConfigError, errorMessage, TargetError } from "../errors.ts";
+import { getLog } from "../ops/log.ts";
+import type { TargetConnection } from "../types.ts";
 
 const log = getLog("tls");
 

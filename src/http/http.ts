@@ -10,15 +10,15 @@ import http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import tls from "node:tls";
-import { WebSocketChannel } from "./channel.ts";
-import { AuthError, errorMessage, HttpError, TokenLookupError } from "./errors.ts";
-import { writeAuthError } from "./auth/response.ts";
-import { checkUpgrade, switchingProtocolsResponse } from "./handshake.ts";
+import { WebSocketChannel } from "../websocket/channel.ts";
+import { AuthError, errorMessage, HttpError, TokenLookupError } from "../errors.ts";
+import { writeAuthError } from "../auth/response.ts";
+import { checkUpgrade, switchingProtocolsResponse } from "../websocket/handshake.ts";
 import { errorPage, errorResponse } from "./http_response.ts";
-import { connectionInfo } from "./listener.ts";
-import { clientIdentityOf } from "./tls.ts";
-import type { Log } from "./log.ts";
-import type { RequestInfo } from "./types.ts";
+import { connectionInfo } from "../listen/listener.ts";
+import { clientIdentityOf } from "../listen/tls.ts";
+import type { Log } from "../ops/log.ts";
+import type { RequestInfo } from "../types.ts";
 
 /** What the server does with routed requests. */
 export interface HttpHandlers {
@@ -115,7 +115,7 @@ async function handleUpgrade(
   }
   if (socket.destroyed || !socket.writable) return void socket.destroy();
   // The handshake is answered here rather than by `ws`: the session runs the streaming framer
-  // on the raw socket (see src/channel.ts and docs/decisions.md).
+  // on the raw socket (see src/websocket/channel.ts and docs/decisions.md).
   socket.setTimeout(0);
   socket.setNoDelay(true);
   socket.write(switchingProtocolsResponse(header(req, "sec-websocket-key") ?? "", check.protocol));

@@ -22,10 +22,10 @@ import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { basename, dirname } from "node:path";
 import type net from "node:net";
 import tls from "node:tls";
-import type { TlsConfig } from "./config.ts";
-import { ConfigError, errorMessage } from "./errors.ts";
-import { getLog } from "./log.ts";
-import type { ClientIdentity } from "./types.ts";
+import type { TlsConfig } from "../config.ts";
+import { ConfigError, errorMessage } from "../errors.ts";
+import { getLog } from "../ops/log.ts";
+import type { ClientIdentity } from "../types.ts";
 
 const log = getLog("tls");
 

@@ -1,6 +1,6 @@
 /**
- * Dials targets: TCP with `node:net` (`src/socket_target.ts`), Unix sockets with `Deno.connect`,
- * and (through `src/target_tls.ts`) TLS, all with a connect timeout so a black-holed host cannot
+ * Dials targets: TCP with `node:net` (`src/targets/socket_target.ts`), Unix sockets with `Deno.connect`,
+ * and (through `src/targets/target_tls.ts`) TLS, all with a connect timeout so a black-holed host cannot
  * hang a session. Host names are resolved here: IPv4 addresses first, as upstream, but unlike
  * upstream every address is tried in turn, so `localhost` reaches a service on `::1` only too.
  *
@@ -9,11 +9,11 @@
 
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
-import type { TargetTlsConfig } from "./config.ts";
-import { errorMessage, TargetError } from "./errors.ts";
+import type { TargetTlsConfig } from "../config.ts";
+import { errorMessage, TargetError } from "../errors.ts";
 import { SocketConnection } from "./socket_target.ts";
 import { dialTlsTarget } from "./target_tls.ts";
-import type { Target, TargetConnection } from "./types.ts";
+import type { Target, TargetConnection } from "../types.ts";
 
 /** Options of {@link dialTarget}. */
 export interface DialOptions {
@@ -63,7 +63,7 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
       timeoutMs: options.timeoutMs,
     });
   }
-  // node:net rather than Deno.connect: fair with thousands of sessions (src/socket_target.ts).
+  // node:net rather than Deno.connect: fair with thousands of sessions (src/targets/socket_target.ts).
   if (isIP(target.host) !== 0) {
     return await SocketConnection.connect({ host: target.host, port: target.port });
   }

@@ -8,10 +8,10 @@
 
 import net from "node:net";
 import tls from "node:tls";
-import type { ListenConfig } from "./config.ts";
-import { errorMessage, StartupError } from "./errors.ts";
-import type { Log } from "./log.ts";
-import type { ClientIdentity } from "./types.ts";
+import type { ListenConfig } from "../config.ts";
+import { errorMessage, StartupError } from "../errors.ts";
+import type { Log } from "../ops/log.ts";
+import type { ClientIdentity } from "../types.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
@@ -25,7 +25,7 @@ export interface ConnectionInfo {
   headersDone(): void;
 }
 
-/** The server-side TLS provider (see `src/tls.ts`). */
+/** The server-side TLS provider (see `src/listen/tls.ts`). */
 export interface TlsProvider {
   /** Options for `new tls.TLSSocket(socket, options)`, with the current certificate. */
   socketOptions(): tls.TLSSocketOptions;

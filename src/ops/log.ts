@@ -12,8 +12,8 @@
 import { configure, dispose, getLogger, type LogRecord, type Sink } from "@logtape/logtape";
 import { getFileSink } from "@logtape/file";
 import dgram from "node:dgram";
-import type { LogConfig, SyslogConfig } from "./config.ts";
-import { errorMessage, StartupError } from "./errors.ts";
+import type { LogConfig, SyslogConfig } from "../config.ts";
+import { errorMessage, StartupError } from "../errors.ts";
 
 /** A logger with websockify's line format; `child()` attaches per-connection context once. */
 export interface Log {

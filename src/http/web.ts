@@ -22,12 +22,12 @@ import type * as http from "node:http";
 import { realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
 import send from "send";
-import type { WebConfig } from "./config.ts";
-import { errorMessage } from "./errors.ts";
-import { toAuthError, writeAuthError } from "./auth/response.ts";
+import type { WebConfig } from "../config.ts";
+import { errorMessage } from "../errors.ts";
+import { toAuthError, writeAuthError } from "../auth/response.ts";
 import { errorPage } from "./http_response.ts";
-import { getLog } from "./log.ts";
-import type { RequestInfo } from "./types.ts";
+import { getLog } from "../ops/log.ts";
+import type { RequestInfo } from "../types.ts";
 import { isServableSegment, writeListing } from "./web_listing.ts";
 
 /** Index files tried, in order, for a request that names a directory. */
@@ -54,7 +54,7 @@ export interface WebHandlerOptions {
 
 /**
  * Handles one plain HTTP request (not an upgrade). `info` is the plugin view of the request
- * (`requestInfo()` in `src/http.ts`): given to `authorize`, and its peer is used in log lines.
+ * (`requestInfo()` in `src/http/http.ts`): given to `authorize`, and its peer is used in log lines.
  * Resolves once the response has been handed to node (not necessarily flushed); never rejects.
  */
 export type WebHandler = (

@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
-import { whenDrained } from "./socket_target.ts";
+import { whenDrained } from "../targets/socket_target.ts";
 import {
   type DataOpcode,
   encodeCloseFrame,

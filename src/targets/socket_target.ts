@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import net from "node:net";
-import type { TargetConnection } from "./types.ts";
+import type { TargetConnection } from "../types.ts";
 
 /** Bytes buffered from the target before its socket is paused (the pump is behind). */
 const HIGH_WATER = 256 * 1024;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { StartupError } from "./errors.ts";
+import { StartupError } from "../errors.ts";
 
 const PERMISSIONS = ["net", "read", "write", "env", "run", "sys", "ffi", "import"] as const;
 
