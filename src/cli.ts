@@ -215,6 +215,11 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "integer",
     defaultValue: 1,
   },
+  // Operations: metrics, health, admission limits (issue 10).
+
+  // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
+
+  // Programs over stdio (issue 13).
 ];
 
 /** What the command line asks for: run the proxy, or print text (help, version) and exit 0. */
@@ -431,6 +436,11 @@ function buildConfig(
     strictBinary: flag("strictBinary"),
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
+    // Operations: metrics, health, admission limits.
+
+    // Client addresses: trusted proxies, PROXY protocol, log format.
+
+    // Programs over stdio.
   };
 }
 

@@ -157,4 +157,9 @@ export interface Config {
   readonly daemon: boolean;
   /** `--workers`: processes sharing the listening port. @default 1 */
   readonly workers: number;
+  // Operations: metrics, health, admission limits.
+
+  // Client addresses: trusted proxies, PROXY protocol, log format.
+
+  // Programs over stdio.
 }
