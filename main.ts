@@ -13,6 +13,8 @@ import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, flushLog, getLog, setupLogging } from "./src/ops/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { forkWorkers, workerRole } from "./src/ops/workers.ts";
+import { Metrics } from "./src/ops/metrics.ts";
+import { type MetricsServer, startMetricsServer } from "./src/ops/metrics_server.ts";
 import { checkTargetTls } from "./src/targets/target_tls.ts";
 import { ServerTls } from "./src/listen/tls.ts";
 import type { CommandWrapper } from "./src/wrap/mod.ts";
@@ -93,6 +95,9 @@ async function main(): Promise<number> {
   if (multi && config.target.kind === "wrap") {
     fail(2, "--workers cannot wrap a command (each process would start it): drop --workers");
   }
+  if (multi && config.metrics !== undefined) {
+    fail(2, "--metrics does not work with --workers yet: drop one of them");
+  }
   const role = multi ? workerRole() : { kind: "primary" as const };
   if (role.kind === "worker" && config.listen.kind === "tcp") {
     config = { ...config, listen: { ...config.listen, port: role.port } };
@@ -128,14 +133,21 @@ async function main(): Promise<number> {
     else log.info("Got SIGHUP: no certificate to reload");
   });
   let wrap;
+  let metricsServer: MetricsServer | undefined;
   try {
     wrap = await prepareWrap(config);
     parts = await loadParts(config, wrap);
+    if (config.metrics !== undefined) {
+      const metrics = new Metrics();
+      metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);
+      parts = { ...parts, metrics, metricsAddress: metricsServer.address };
+    }
     server = await startServer(config, parts, {
       reusePort: multi,
       banner: role.kind === "primary",
     });
   } catch (error) {
+    await metricsServer?.close();
     await closeLogging();
     if (error instanceof ConfigError) fail(2, error.message);
     if (error instanceof StartupError) fail(1, error.message);
@@ -168,6 +180,8 @@ async function main(): Promise<number> {
   if (stopSignal !== undefined) stop(stopSignal);
   const code = await running.finished;
   await workers?.stop();
+  // Last: /healthz answers 503 while the sessions drain.
+  await metricsServer?.close();
   serverTls?.close();
   await wrap?.stop();
   log.debug("Exiting");
