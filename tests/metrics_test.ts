@@ -181,3 +181,66 @@ for (const value of ["abc", "70000", "127.0.0.1:", "-1"]) {
     assert.match(result.stderr, /--metrics takes \[HOST:\]PORT with a port from 0 to 65535/);
   });
 }
+
+Deno.test("--metrics with --workers 2 answers the sum over both processes", async () => {
+  await using target = startTarget();
+  const proxy = await startProxy([
+    "--workers",
+    "2",
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using _proxy = proxy;
+  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
+  const base = `http://${match[1]}`;
+  // The worker announces its own metrics listener once it has started.
+  const started = await scrapeUntil(base, "websockify_processes", 2);
+  assert.equal(sample(started, "websockify_processes"), 2);
+
+  // The kernel spreads new connections over both processes (SO_REUSEPORT).
+  const sessions = 8;
+  for (let index = 0; index < sessions; index++) {
+    const client = await connectClient(`ws://${proxy.address}/`);
+    client.ws.send(new Uint8Array(100).fill(index));
+    assert.deepEqual(await client.receiveBytes(100), new Uint8Array(100).fill(index));
+    client.ws.close(1000);
+    await within(client.closed, 10000, "client close");
+  }
+  const text = await scrapeUntil(base, "websockify_sessions_total", sessions);
+  assert.equal(sample(text, "websockify_sessions_total"), sessions);
+  assert.equal(
+    sample(text, 'websockify_bytes_total{direction="client_to_target"}'),
+    100 * sessions,
+  );
+  assert.equal(
+    sample(text, 'websockify_bytes_total{direction="target_to_client"}'),
+    100 * sessions,
+  );
+  const checked = await promtool(text);
+  assert.equal(checked.code, 0, checked.output);
+});
+
+Deno.test("--metrics counts an origin refusal", async () => {
+  await using target = startTarget();
+  const proxy = await startProxy([
+    "--origin",
+    "http://good.example",
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using _proxy = proxy;
+  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
+  const base = `http://${match[1]}`;
+  const answer = await rawExchange(
+    proxy.port,
+    upgradeRequest("/", ["Origin: http://bad.example"]),
+  );
+  assert.match(decoder.decode(answer), /^HTTP\/1\.1 403/);
+  const text = await scrape(base);
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="origin"}'), 1);
+  assert.equal(sample(text, "websockify_auth_failures_total"), 0);
+});

@@ -91,6 +91,11 @@ export class Metrics {
       registers,
     });
     for (const reason of ["max_connections", "per_ip"]) this.#refused.inc({ reason }, 0);
+    new client.Gauge({
+      name: "websockify_processes",
+      help: "Processes serving (summed over a --workers group)",
+      registers,
+    }).set(1);
     this.#duration = new client.Histogram({
       name: "websockify_session_duration_seconds",
       help: "Length of the sessions that have ended",
@@ -133,4 +138,16 @@ export class Metrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+
+  /** This process's metrics as JSON, for a `--workers` primary to sum. */
+  json(): Promise<client.MetricObjectWithValues<client.MetricValue<string>>[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+}
+
+/** Sums the metric JSON of every process of a `--workers` group into one exposition text. */
+export function aggregateText(
+  processes: client.MetricObjectWithValues<client.MetricValue<string>>[][],
+): Promise<string> {
+  return client.AggregatorRegistry.aggregate(processes).metrics();
 }

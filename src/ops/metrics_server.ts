@@ -8,7 +8,19 @@
 
 import http from "node:http";
 import { errorMessage, StartupError } from "../errors.ts";
-import type { Metrics } from "./metrics.ts";
+import { aggregateText, type Metrics } from "./metrics.ts";
+
+/** Options of {@link startMetricsServer}. */
+export interface MetricsServerOptions {
+  /**
+   * `--workers` primary: the metrics listeners of the other processes (`host:port`); `/metrics`
+   * then answers the sum over all of them and this process.
+   */
+  readonly peers?: () => Promise<string[]>;
+}
+
+/** How long a worker's metrics may take before a scrape goes on without them. */
+const PEER_TIMEOUT_MS = 2000;
 
 /** A bound metrics listener. */
 export interface MetricsServer {
@@ -22,7 +34,21 @@ export async function startMetricsServer(
   metrics: Metrics,
   host: string,
   port: number,
+  options: MetricsServerOptions = {},
 ): Promise<MetricsServer> {
+  const exposition = async (): Promise<string> => {
+    if (!options.peers) return await metrics.text();
+    const peers = await options.peers();
+    // A worker that has gone (or hangs) is left out rather than failing the whole scrape.
+    const others = await Promise.all(
+      peers.map((peer) =>
+        fetch(`http://${peer}/metrics.json`, { signal: AbortSignal.timeout(PEER_TIMEOUT_MS) })
+          .then((response) => response.ok ? response.json() : undefined)
+          .catch(() => undefined)
+      ),
+    );
+    return await aggregateText([await metrics.json(), ...others.filter((json) => json)]);
+  };
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -32,8 +58,14 @@ export async function startMetricsServer(
       res.writeHead(status, { "content-type": "text/plain" });
       res.end(metrics.draining ? "draining\n" : "ok\n");
     } else if (path === "/metrics") {
-      metrics.text().then(
+      exposition().then(
         (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
+        (error) => res.writeHead(500, { "content-type": "text/plain" }).end(errorMessage(error)),
+      );
+    } else if (path === "/metrics.json") {
+      metrics.json().then(
+        (json) =>
+          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(json)),
         (error) => res.writeHead(500, { "content-type": "text/plain" }).end(errorMessage(error)),
       );
     } else {
