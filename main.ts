@@ -13,6 +13,9 @@ import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, flushLog, getLog, setupLogging } from "./src/ops/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { forkWorkers, workerRole } from "./src/ops/workers.ts";
+import { Metrics } from "./src/ops/metrics.ts";
+import { type MetricsServer, startMetricsServer } from "./src/ops/metrics_server.ts";
+import { announcePeer, createPeerDirectory, type PeerDirectory } from "./src/ops/metrics_peers.ts";
 import { checkTargetTls } from "./src/targets/target_tls.ts";
 import { ServerTls } from "./src/listen/tls.ts";
 import type { CommandWrapper } from "./src/wrap/mod.ts";
@@ -128,14 +131,36 @@ async function main(): Promise<number> {
     else log.info("Got SIGHUP: no certificate to reload");
   });
   let wrap;
+  let metricsServer: MetricsServer | undefined;
+  let metricsPeers: PeerDirectory | undefined;
   try {
     wrap = await prepareWrap(config);
     parts = await loadParts(config, wrap);
+    if (config.metrics !== undefined && role.kind === "worker") {
+      // Each worker serves its own registry on loopback; the primary's /metrics sums them.
+      const metrics = new Metrics();
+      metricsServer = await startMetricsServer(metrics, "127.0.0.1", 0);
+      await announcePeer(metricsServer.address);
+      parts = { ...parts, metrics };
+    } else if (config.metrics !== undefined) {
+      const metrics = new Metrics();
+      metricsPeers = multi ? await createPeerDirectory() : undefined;
+      const peers = metricsPeers?.peers;
+      metricsServer = await startMetricsServer(
+        metrics,
+        config.metrics.host,
+        config.metrics.port,
+        peers ? { peers } : {},
+      );
+      parts = { ...parts, metrics, metricsAddress: metricsServer.address };
+    }
     server = await startServer(config, parts, {
       reusePort: multi,
       banner: role.kind === "primary",
     });
   } catch (error) {
+    await metricsServer?.close();
+    await metricsPeers?.remove();
     await closeLogging();
     if (error instanceof ConfigError) fail(2, error.message);
     if (error instanceof StartupError) fail(1, error.message);
@@ -163,11 +188,14 @@ async function main(): Promise<number> {
   }
   if (multi && role.kind === "primary" && stopSignal === undefined) {
     const port = Number(running.address.slice(running.address.lastIndexOf(":") + 1));
-    workers = forkWorkers(config.workers - 1, port, log);
+    workers = forkWorkers(config.workers - 1, port, log, metricsPeers?.env);
   }
   if (stopSignal !== undefined) stop(stopSignal);
   const code = await running.finished;
   await workers?.stop();
+  // Last: /healthz answers 503 while the sessions drain.
+  await metricsServer?.close();
+  await metricsPeers?.remove();
   serverTls?.close();
   await wrap?.stop();
   log.debug("Exiting");

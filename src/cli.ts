@@ -6,7 +6,7 @@
  */
 
 import { Command, CommanderError, Option } from "commander";
-import type { Config, ListenConfig, SyslogConfig, TargetConfig } from "./config.ts";
+import type { Config, ListenConfig, MetricsAddress, SyslogConfig, TargetConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import type { Target } from "./types.ts";
 
@@ -216,7 +216,11 @@ const OPTIONS: readonly OptionSpec[] = [
     defaultValue: 1,
   },
   // Operations: metrics, health, admission limits (issue 10).
-
+  {
+    flags: "--metrics <[HOST:]PORT>",
+    description: "serve /metrics (Prometheus) and /healthz on a second listener (host 127.0.0.1)",
+    kind: "string",
+  },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
 
   // Programs over stdio (issue 13).
@@ -437,7 +441,7 @@ function buildConfig(
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
-
+    metrics: parseMetricsAddress(text("metrics")),
     // Client addresses: trusted proxies, PROXY protocol, log format.
 
     // Programs over stdio.
@@ -510,6 +514,21 @@ function parseBytes(value: unknown): number {
     );
   }
   return bytes;
+}
+
+/** `--metrics [HOST:]PORT`: the metrics listener's address (host 127.0.0.1 by default). */
+export function parseMetricsAddress(value: string | undefined): MetricsAddress | undefined {
+  if (value === undefined) return undefined;
+  const match = /^(?:(\[[^\]]+\]|[^:]+|.*):)?(\d+)$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) {
+    throw new ConfigError(
+      `--metrics takes [HOST:]PORT with a port from 0 to 65535, not '${value}'`,
+    );
+  }
+  const host = (match[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
+  if (host === "") throw new ConfigError(`--metrics needs a host before ':', not '${value}'`);
+  return { host, port };
 }
 
 function parseWorkers(value: unknown): number {

@@ -141,6 +141,13 @@ export interface LimitsConfig {
   readonly runOnce: boolean;
 }
 
+/** `--metrics [HOST:]PORT`. */
+export interface MetricsAddress {
+  /** @default "127.0.0.1" */
+  readonly host: string;
+  readonly port: number;
+}
+
 /** The whole configuration. */
 export interface Config {
   readonly listen: ListenConfig;
@@ -158,6 +165,8 @@ export interface Config {
   /** `--workers`: processes sharing the listening port. @default 1 */
   readonly workers: number;
   // Operations: metrics, health, admission limits.
+  /** `--metrics`: where `/metrics` and `/healthz` are served; absent means no metrics. */
+  readonly metrics?: MetricsAddress | undefined;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
 

@@ -13,6 +13,7 @@ import { errorMessage, HttpError } from "./errors.ts";
 import { createHttpServer } from "./http/http.ts";
 import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
+import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
 import { describeTarget } from "./targets/target.ts";
@@ -39,6 +40,10 @@ export interface ServerParts {
   readonly bannerLines?: readonly string[];
   /** Wrap mode: the loopback port the wrapped command was moved to (`src/wrap/mod.ts`). */
   readonly wrap?: WrapTarget | undefined;
+  /** `--metrics`: the counters sessions and refusals feed (absent: nothing is counted). */
+  readonly metrics?: Metrics | undefined;
+  /** `--metrics`: the bound metrics address, for the banner. */
+  readonly metricsAddress?: string | undefined;
 }
 
 /** Where a wrapped command listens, and how log lines name it. */
@@ -75,6 +80,7 @@ export async function startServer(
   let sessionCount = 0;
 
   const auth = parts.auth;
+  const metrics = parts.metrics;
   const web = config.web.root === undefined ? undefined : createWebHandler(
     config.web,
     config.web.auth && auth ? { authorize: (request) => auth.authenticate(request) } : {},
@@ -84,6 +90,9 @@ export async function startServer(
     maxMessageSize: config.limits.maxMessageSize,
     log,
     admit: (request) => admit(config, parts, request),
+    ...(metrics
+      ? { onRefused: (reason: HandshakeFailure) => metrics.handshakeFailed(reason) }
+      : {}),
     onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown) {
       const target = admitted as Target;
       const id = connectionInfo(channel.socket)?.id ?? 0;
@@ -97,12 +106,18 @@ export async function startServer(
         ...(parts.wrap
           ? { connectingMessage: `connecting to command: ${parts.wrap.description}` }
           : {}),
+        bytes: metrics?.bytes,
         onStart: (handle) => {
           sessions.add(handle);
-          void handle.done.then(() => sessions.delete(handle));
+          const ended = metrics?.sessionStarted();
+          void handle.done.then(() => {
+            sessions.delete(handle);
+            ended?.();
+          });
           if (stopping) handle.shutdown();
         },
-      }).then(() => {
+      }).then((end) => {
+        if (end === "connect-failed") metrics?.targetConnectFailed();
         sessionCount--;
         if (config.limits.runOnce) void shutdown("--run-once: the session has ended");
         checkDrained();
@@ -176,6 +191,7 @@ export async function startServer(
   async function shutdown(reason: string): Promise<void> {
     if (stopping && finishing) return finishing;
     stopping = true;
+    if (metrics) metrics.draining = true;
     log.info(reason);
     listener.stopAccepting();
     for (const session of sessions) session.shutdown();
@@ -194,7 +210,26 @@ export async function startServer(
 
 /** Origin, token and auth checks of an upgrade; resolves to the session's target. */
 async function admit(config: Config, parts: ServerParts, request: RequestInfo): Promise<Target> {
-  if (config.auth.origins.length > 0) checkOrigin(config.auth.origins, request);
+  const refused = (reason: HandshakeFailure) => (error: unknown): never => {
+    parts.metrics?.handshakeFailed(reason);
+    throw error;
+  };
+  try {
+    if (config.auth.origins.length > 0) checkOrigin(config.auth.origins, request);
+  } catch (error) {
+    refused("origin")(error);
+  }
+  const target = await findTarget(config, parts, request).catch(refused("token"));
+  await parts.auth?.authenticate(request, target).catch(refused("auth"));
+  return target;
+}
+
+/** The target of an upgrade: fixed, looked up by token, or the wrapped command. */
+async function findTarget(
+  config: Config,
+  parts: ServerParts,
+  request: RequestInfo,
+): Promise<Target> {
   let target: Target;
   if (config.target.kind === "fixed") {
     target = config.target.target;
@@ -209,7 +244,6 @@ async function admit(config: Config, parts: ServerParts, request: RequestInfo): 
   } else {
     throw new HttpError(503, "No target configured");
   }
-  await parts.auth?.authenticate(request, target);
   return target;
 }
 
@@ -229,6 +263,9 @@ function printBanner(log: Log, config: Config, address: string, parts: ServerPar
   }
   if (parts.bannerLines) lines.push(...parts.bannerLines);
   else if (!parts.tls) lines.push("  - No SSL/TLS support (no cert file)");
+  if (parts.metricsAddress !== undefined) {
+    lines.push(`  - Metrics on ${parts.metricsAddress} (/metrics, /healthz)`);
+  }
   if (config.log.record !== undefined) lines.push(`  - Recording to '${config.log.record}.*'`);
   const ssl = config.targetTls.enabled ? " (using SSL)" : "";
   const target = config.target;

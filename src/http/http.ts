@@ -34,6 +34,8 @@ export interface HttpHandlers {
   /** Largest client message in bytes (close 1009 above). */
   readonly maxMessageSize: number;
   readonly log: Log;
+  /** Told of refusals made here (malformed upgrade, method, internal failure), for metrics. */
+  onRefused?: (reason: "bad_request" | "method" | "internal") => void;
 }
 
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -46,6 +48,7 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     void handleUpgrade(handlers, req, socket as Socket, head).catch((error) => {
       handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
+      handlers.onRefused?.("internal");
       socket.destroy();
     });
   });
@@ -89,9 +92,11 @@ async function handleUpgrade(
   const request = requestInfo(req);
   const log = handlers.log.child({ peer: request.peer });
   if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
+    handlers.onRefused?.("bad_request");
     return reject(socket, log, new HttpError(400, "Missing or incorrect upgrade header"));
   }
   if (req.method !== "GET") {
+    handlers.onRefused?.("method");
     return reject(socket, log, new HttpError(405, "Method Not Allowed"));
   }
   const check = checkUpgrade({
@@ -99,7 +104,10 @@ async function handleUpgrade(
     key: header(req, "sec-websocket-key"),
     protocol: header(req, "sec-websocket-protocol"),
   });
-  if (!check.ok) return reject(socket, log, new HttpError(400, check.reason));
+  if (!check.ok) {
+    handlers.onRefused?.("bad_request");
+    return reject(socket, log, new HttpError(400, check.reason));
+  }
 
   log.infoBatched(
     `${request.secure ? "SSL/TLS (wss://)" : "Plain non-SSL (ws://)"} WebSocket connection`,

@@ -33,15 +33,20 @@ export interface WorkerGroup {
 }
 
 /**
- * Forks `count` workers that bind `port`. A worker that dies while the group is running is
+ * Forks `count` workers that bind `port` (with `env` added to their environment). A worker that dies while the group is running is
  * logged and not replaced (the other processes keep serving).
  */
-export function forkWorkers(count: number, port: number, log: Log): WorkerGroup {
+export function forkWorkers(
+  count: number,
+  port: number,
+  log: Log,
+  env: Readonly<Record<string, string>> = {},
+): WorkerGroup {
   const workers = new Set<Worker>();
   const exits: Promise<void>[] = [];
   let stopping = false;
   for (let index = 0; index < count; index++) {
-    const worker = cluster.fork({ [PORT_VARIABLE]: String(port) });
+    const worker = cluster.fork({ ...env, [PORT_VARIABLE]: String(port) });
     workers.add(worker);
     exits.push(
       new Promise((resolve) => {

@@ -13,6 +13,7 @@ import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
 import { SocketConnection } from "../targets/socket_target.ts";
 import type { DataOpcode } from "../websocket/framer.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
+import type { ByteCounts } from "../ops/metrics.ts";
 import type { Recording } from "./record.ts";
 import type { TargetConnection } from "../types.ts";
 
@@ -46,6 +47,8 @@ export interface PumpOptions {
   readonly log: Log;
   /** Description of the target for log lines. */
   readonly targetName: string;
+  /** Payload byte counters, when `--metrics` is on. */
+  readonly bytes?: ByteCounts | undefined;
 }
 
 /** How a session ended. */
@@ -65,7 +68,7 @@ export function pump(
   target: TargetConnection,
   options: PumpOptions,
 ): PumpHandle {
-  const { log, traffic, recording } = options;
+  const { log, traffic, recording, bytes } = options;
   let end: PumpEnd | undefined;
   let targetClosed = false;
   const finish = (reason: PumpEnd) => (end ??= reason);
@@ -116,6 +119,7 @@ export function pump(
         if (fin) traffic?.mark("}");
         recording?.fromClient(payload, fin);
         if (payload.length === 0 || targetClosed) return;
+        if (bytes) bytes.clientToTarget += payload.length;
         toTarget.add(payload);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {
@@ -293,6 +297,7 @@ function streamTarget(
         traffic?.mark("{");
         recording?.toClient(data);
         if (!channel.isOpen) return target.pause();
+        if (options.bytes) options.bytes.targetToClient += data.length;
         if (data.length <= MAX_CLIENT_MESSAGE) {
           // The chunk is ours alone: its memory goes back as soon as it is sent.
           channel.send(data, true);
@@ -339,6 +344,7 @@ async function readTarget(
       traffic?.mark("{");
       recording?.toClient(chunk);
       if (!channel.isOpen) break;
+      if (options.bytes) options.bytes.targetToClient += count;
       channel.send(chunk, true);
       traffic?.mark("<");
       if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();

@@ -9,6 +9,7 @@ import type { WebSocketChannel } from "../websocket/channel.ts";
 import type { Config } from "../config.ts";
 import { errorMessage } from "../errors.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
+import type { ByteCounts } from "../ops/metrics.ts";
 import { pump, type PumpEnd, type PumpHandle } from "./pump.ts";
 import { Recording } from "./record.ts";
 import { describeTarget, dialTarget } from "../targets/target.ts";
@@ -29,6 +30,8 @@ export interface SessionOptions {
   readonly connectingMessage?: string | undefined;
   /** Called with the pump's handle once the target is connected. */
   readonly onStart?: (handle: PumpHandle) => void;
+  /** Payload byte counters, when `--metrics` is on. */
+  readonly bytes?: ByteCounts | undefined;
 }
 
 /** Runs a session to its end; never throws. */
@@ -78,6 +81,7 @@ export async function runSession(
     traffic: options.traffic,
     log,
     targetName: name,
+    bytes: options.bytes,
   });
   options.onStart?.(handle);
   const end = await handle.done;

@@ -1,0 +1,153 @@
+/**
+ * `--metrics`: the proxy's counters in the Prometheus text format (through `prom-client`). The
+ * server and sessions call a {@link Metrics} object that exists only when `--metrics` is given;
+ * byte counts are plain numbers bumped per chunk and published by a `collect()` callback, so the
+ * forwarding path pays one addition per chunk.
+ *
+ * @module
+ */
+
+import client from "prom-client";
+
+/** Why an upgrade was refused (`websockify_handshake_failures_total{reason}`). */
+export type HandshakeFailure = "bad_request" | "method" | "origin" | "token" | "auth" | "internal";
+
+/** Why a connection was refused before HTTP (`websockify_connections_refused_total{reason}`). */
+export type ConnectionRefusal = "max_connections" | "per_ip";
+
+/** Payload bytes forwarded, per direction; the pump adds to these fields directly. */
+export interface ByteCounts {
+  clientToTarget: number;
+  targetToClient: number;
+}
+
+/** Default prom-client metrics that break the Prometheus naming rules. */
+const LINT_FAILURES = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
+/** The registry of one process and the calls that feed it. */
+export class Metrics {
+  /** Prometheus registry of this process (default process metrics included). */
+  readonly registry: client.Registry = new client.Registry();
+  /** Bytes forwarded so far; published at scrape time. */
+  readonly bytes: ByteCounts = { clientToTarget: 0, targetToClient: 0 };
+  /** Set when a drain starts: `/healthz` answers 503 from then on. */
+  draining = false;
+  readonly #active: client.Gauge;
+  readonly #sessions: client.Counter;
+  readonly #handshakeFailures: client.Counter<"reason">;
+  readonly #connectFailures: client.Counter;
+  readonly #authFailures: client.Counter;
+  readonly #refused: client.Counter<"reason">;
+  readonly #duration: client.Histogram;
+
+  constructor() {
+    const registers = [this.registry];
+    const bytes = this.bytes;
+    this.#active = new client.Gauge({
+      name: "websockify_sessions_active",
+      help: "WebSocket sessions currently connected to their target",
+      registers,
+    });
+    this.#sessions = new client.Counter({
+      name: "websockify_sessions_total",
+      help: "WebSocket sessions connected to their target since start",
+      registers,
+    });
+    new client.Counter({
+      name: "websockify_bytes_total",
+      help: "Payload bytes forwarded, by direction",
+      labelNames: ["direction"],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ direction: "client_to_target" }, bytes.clientToTarget);
+        this.inc({ direction: "target_to_client" }, bytes.targetToClient);
+      },
+    });
+    this.#handshakeFailures = new client.Counter({
+      name: "websockify_handshake_failures_total",
+      help: "WebSocket upgrades refused, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.#connectFailures = new client.Counter({
+      name: "websockify_target_connect_failures_total",
+      help: "Sessions whose target could not be reached",
+      registers,
+    });
+    this.#authFailures = new client.Counter({
+      name: "websockify_auth_failures_total",
+      help: "Upgrades refused by the auth plugin",
+      registers,
+    });
+    this.#refused = new client.Counter({
+      name: "websockify_connections_refused_total",
+      help: "Connections refused by an admission limit, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const reason of ["max_connections", "per_ip"]) this.#refused.inc({ reason }, 0);
+    new client.Gauge({
+      name: "websockify_processes",
+      help: "Processes serving (summed over a --workers group)",
+      registers,
+    }).set(1);
+    this.#duration = new client.Histogram({
+      name: "websockify_session_duration_seconds",
+      help: "Length of the sessions that have ended",
+      buckets: [0.1, 1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600],
+      registers,
+    });
+    client.collectDefaultMetrics({ register: this.registry });
+    // Gauges named `_total`, which `promtool check metrics` rejects (and mostly 0 under Deno).
+    for (const name of LINT_FAILURES) this.registry.removeSingleMetric(name);
+  }
+
+  /** A session reached its target; returns the call that records its end. */
+  sessionStarted(): () => void {
+    this.#active.inc();
+    this.#sessions.inc();
+    const started = performance.now();
+    return () => {
+      this.#active.dec();
+      this.#duration.observe((performance.now() - started) / 1000);
+    };
+  }
+
+  /** An upgrade was refused. */
+  handshakeFailed(reason: HandshakeFailure): void {
+    this.#handshakeFailures.inc({ reason });
+    if (reason === "auth") this.#authFailures.inc();
+  }
+
+  /** A session's target could not be dialled. */
+  targetConnectFailed(): void {
+    this.#connectFailures.inc();
+  }
+
+  /** A connection was refused by `--max-connections` or the per-address limit. */
+  connectionRefused(reason: ConnectionRefusal): void {
+    this.#refused.inc({ reason });
+  }
+
+  /** The exposition text of this process. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** This process's metrics as JSON, for a `--workers` primary to sum. */
+  json(): Promise<client.MetricObjectWithValues<client.MetricValue<string>>[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+}
+
+/** Sums the metric JSON of every process of a `--workers` group into one exposition text. */
+export function aggregateText(
+  processes: client.MetricObjectWithValues<client.MetricValue<string>>[][],
+): Promise<string> {
+  return client.AggregatorRegistry.aggregate(processes).metrics();
+}

@@ -1,0 +1,246 @@
+import assert from "node:assert/strict";
+import {
+  connectClient,
+  holdPort,
+  type ProxyProcess,
+  rawExchange,
+  runMain,
+  startProxy,
+  startTarget,
+  upgradeRequest,
+  within,
+} from "./_helpers.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const GREETING = encoder.encode("hello, "); // 7 bytes the target sends first
+
+/** Starts the proxy to `port` with `--metrics 127.0.0.1:0`; returns it and the metrics URL. */
+async function startWithMetrics(port: number): Promise<{ proxy: ProxyProcess; base: string }> {
+  const proxy = await startProxy(["--metrics", "127.0.0.1:0", "127.0.0.1:0", `127.0.0.1:${port}`]);
+  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) \(\/metrics, \/healthz\)/);
+  return { proxy, base: `http://${match[1]}` };
+}
+
+async function scrape(base: string): Promise<string> {
+  const response = await fetch(`${base}/metrics`);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+  return await response.text();
+}
+
+/** The value of the sample `series` (name with labels, as printed) in `text`. */
+function sample(text: string, series: string): number {
+  const line = text.split("\n").find((line) => line.startsWith(`${series} `));
+  assert.ok(line, `no sample ${series} in:\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
+/** Scrapes until `series` has `value` (sessions end asynchronously), for at most 10 s. */
+async function scrapeUntil(base: string, series: string, value: number): Promise<string> {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const text = await scrape(base);
+    if (sample(text, series) === value || Date.now() > deadline) return text;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function promtool(text: string): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command("/usr/bin/promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode(text));
+  await writer.close();
+  const output = await within(child.output(), 20000, "promtool check metrics");
+  return {
+    code: output.code,
+    output: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("--metrics counts a session's exact bytes both ways, and promtool accepts the text", async () => {
+  await using target = startTarget(async (conn) => {
+    await conn.write(GREETING);
+    await conn.readable.pipeTo(conn.writable);
+  });
+  const { proxy, base } = await startWithMetrics(target.port);
+  await using _proxy = proxy;
+
+  const health = await fetch(`${base}/healthz`);
+  assert.equal(health.status, 200);
+  assert.equal(await health.text(), "ok\n");
+
+  const before = await scrape(base);
+  assert.equal(sample(before, "websockify_sessions_active"), 0);
+  assert.equal(sample(before, "websockify_sessions_total"), 0);
+  assert.equal(sample(before, 'websockify_connections_refused_total{reason="max_connections"}'), 0);
+  assert.equal(sample(before, 'websockify_connections_refused_total{reason="per_ip"}'), 0);
+
+  const client = await connectClient(`ws://${proxy.address}/`);
+  const payload = new Uint8Array(3000).map((_, index) => index % 251);
+  assert.deepEqual(await client.receiveBytes(GREETING.length), GREETING);
+  client.ws.send(payload.subarray(0, 1000));
+  client.ws.send(payload.subarray(1000));
+  assert.deepEqual(await client.receiveBytes(payload.length), payload);
+  const during = await scrape(base);
+  assert.equal(sample(during, "websockify_sessions_active"), 1);
+  client.ws.close(1000);
+  await within(client.closed, 10000, "client close");
+
+  // Refusals: a malformed upgrade, a wrong method, and a target that is not there.
+  await rawExchange(
+    proxy.port,
+    upgradeRequest("/", []).replace("Upgrade: websocket", "Upgrade: x"),
+  );
+  await rawExchange(proxy.port, upgradeRequest("/").replace("GET", "POST"));
+
+  const text = await scrapeUntil(base, "websockify_sessions_active", 0);
+  assert.equal(sample(text, "websockify_sessions_active"), 0);
+  assert.equal(sample(text, "websockify_sessions_total"), 1);
+  assert.equal(sample(text, 'websockify_bytes_total{direction="client_to_target"}'), 3000);
+  assert.equal(
+    sample(text, 'websockify_bytes_total{direction="target_to_client"}'),
+    3000 + GREETING.length,
+  );
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="bad_request"}'), 1);
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="method"}'), 1);
+  assert.equal(sample(text, "websockify_session_duration_seconds_count"), 1);
+  assert.equal(sample(text, "websockify_target_connect_failures_total"), 0);
+  assert.equal(sample(text, "websockify_auth_failures_total"), 0);
+  assert.ok(sample(text, "process_resident_memory_bytes") > 1e6);
+  assert.ok(sample(text, "process_open_fds") > 0);
+  assert.ok(sample(text, "nodejs_eventloop_lag_seconds") >= 0);
+
+  const checked = await promtool(text);
+  assert.equal(checked.code, 0, checked.output);
+});
+
+Deno.test("--metrics counts target connect failures", async () => {
+  await using held = await holdPort("refuse");
+  const { proxy, base } = await startWithMetrics(held.port);
+  await using _proxy = proxy;
+  const client = await connectClient(`ws://${proxy.address}/`);
+  assert.equal((await within(client.closed, 10000, "close")).code, 1011);
+  const text = await scrapeUntil(base, "websockify_target_connect_failures_total", 1);
+  assert.equal(sample(text, "websockify_target_connect_failures_total"), 1);
+  assert.equal(sample(text, "websockify_sessions_total"), 0);
+});
+
+Deno.test("/healthz answers 503 from the start of a SIGTERM drain while a session is open", async () => {
+  await using target = startTarget();
+  const { proxy, base } = await startWithMetrics(target.port);
+  await using _proxy = proxy;
+  assert.equal((await fetch(`${base}/healthz`)).status, 200);
+
+  // A raw client that never answers the close frame keeps the drain going (up to its grace).
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await conn.write(encoder.encode(upgradeRequest("/")));
+  const buffer = new Uint8Array(4096);
+  let head = "";
+  while (!head.includes("\r\n\r\n")) {
+    const count = await within(conn.read(buffer), 10000, "101 response");
+    assert.ok(count !== null);
+    head += decoder.decode(buffer.subarray(0, count));
+  }
+  assert.match(head, /^HTTP\/1\.1 101/);
+  await target.nextConnection();
+
+  proxy.kill("SIGTERM");
+  await proxy.waitFor(/Got SIGTERM/);
+  const draining = await fetch(`${base}/healthz`);
+  assert.equal(draining.status, 503);
+  assert.equal(await draining.text(), "draining\n");
+
+  const count = await within(conn.read(buffer), 10000, "close frame");
+  assert.ok(count !== null && count >= 4);
+  assert.equal(buffer[0], 0x88);
+  assert.equal(((buffer[2] ?? 0) << 8) | (buffer[3] ?? 0), 1001);
+  conn.close();
+  assert.equal((await proxy.status).code, 0);
+});
+
+Deno.test("--metrics on a port in use exits 1 naming the port", async () => {
+  await using held = await holdPort("listen");
+  const result = await runMain(["--metrics", String(held.port), "127.0.0.1:0", "127.0.0.1:9"]);
+  assert.equal(result.code, 1);
+  assert.match(
+    result.stderr,
+    new RegExp(`Metrics port 127\\.0\\.0\\.1:${held.port} is in use: stop the other process`),
+  );
+});
+
+for (const value of ["abc", "70000", "127.0.0.1:", "-1"]) {
+  Deno.test(`--metrics '${value}' is a usage error (exit 2)`, async () => {
+    const result = await runMain(["--metrics", value, "127.0.0.1:0", "127.0.0.1:9"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--metrics takes \[HOST:\]PORT with a port from 0 to 65535/);
+  });
+}
+
+Deno.test("--metrics with --workers 2 answers the sum over both processes", async () => {
+  await using target = startTarget();
+  const proxy = await startProxy([
+    "--workers",
+    "2",
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using _proxy = proxy;
+  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
+  const base = `http://${match[1]}`;
+  // The worker announces its own metrics listener once it has started.
+  const started = await scrapeUntil(base, "websockify_processes", 2);
+  assert.equal(sample(started, "websockify_processes"), 2);
+
+  // The kernel spreads new connections over both processes (SO_REUSEPORT).
+  const sessions = 8;
+  for (let index = 0; index < sessions; index++) {
+    const client = await connectClient(`ws://${proxy.address}/`);
+    client.ws.send(new Uint8Array(100).fill(index));
+    assert.deepEqual(await client.receiveBytes(100), new Uint8Array(100).fill(index));
+    client.ws.close(1000);
+    await within(client.closed, 10000, "client close");
+  }
+  const text = await scrapeUntil(base, "websockify_sessions_total", sessions);
+  assert.equal(sample(text, "websockify_sessions_total"), sessions);
+  assert.equal(
+    sample(text, 'websockify_bytes_total{direction="client_to_target"}'),
+    100 * sessions,
+  );
+  assert.equal(
+    sample(text, 'websockify_bytes_total{direction="target_to_client"}'),
+    100 * sessions,
+  );
+  const checked = await promtool(text);
+  assert.equal(checked.code, 0, checked.output);
+});
+
+Deno.test("--metrics counts an origin refusal", async () => {
+  await using target = startTarget();
+  const proxy = await startProxy([
+    "--origin",
+    "http://good.example",
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using _proxy = proxy;
+  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
+  const base = `http://${match[1]}`;
+  const answer = await rawExchange(
+    proxy.port,
+    upgradeRequest("/", ["Origin: http://bad.example"]),
+  );
+  assert.match(decoder.decode(answer), /^HTTP\/1\.1 403/);
+  const text = await scrape(base);
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="origin"}'), 1);
+  assert.equal(sample(text, "websockify_auth_failures_total"), 0);
+});
