@@ -216,7 +216,16 @@ const OPTIONS: readonly OptionSpec[] = [
     defaultValue: 1,
   },
   // Operations: metrics, health, admission limits (issue 10).
-
+  {
+    flags: "--max-connections <N>",
+    description: "open sessions at most; further upgrades get 503 with Retry-After",
+    kind: "integer",
+  },
+  {
+    flags: "--max-connections-per-ip <N>",
+    description: "open sessions per client address at most; further upgrades get 429",
+    kind: "integer",
+  },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
 
   // Programs over stdio (issue 13).
@@ -437,7 +446,10 @@ function buildConfig(
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
-
+    admission: {
+      maxConnections: parseLimit(values["maxConnections"], "--max-connections"),
+      maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
+    },
     // Client addresses: trusted proxies, PROXY protocol, log format.
 
     // Programs over stdio.
@@ -516,6 +528,17 @@ function parseWorkers(value: unknown): number {
   const number = Number(value);
   if (!/^\d+$/.test(String(value)) || number < 1 || number > 256) {
     throw new ConfigError(`--workers takes a whole number from 1 to 256, not '${String(value)}'`);
+  }
+  return number;
+}
+
+function parseLimit(value: unknown, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!/^\d+$/.test(String(value)) || !Number.isSafeInteger(number) || number < 1) {
+    throw new ConfigError(
+      `${option} takes a whole number of sessions (1 or more), not '${String(value)}'`,
+    );
   }
   return number;
 }

@@ -141,6 +141,14 @@ export interface LimitsConfig {
   readonly runOnce: boolean;
 }
 
+/** Admission limits on open WebSocket sessions; absent means no limit. */
+export interface AdmissionConfig {
+  /** `--max-connections`: sessions open at once (503 above). */
+  readonly maxConnections: number | undefined;
+  /** `--max-connections-per-ip`: sessions open at once per client address (429 above). */
+  readonly maxConnectionsPerIp: number | undefined;
+}
+
 /** The whole configuration. */
 export interface Config {
   readonly listen: ListenConfig;
@@ -158,6 +166,8 @@ export interface Config {
   /** `--workers`: processes sharing the listening port. @default 1 */
   readonly workers: number;
   // Operations: metrics, health, admission limits.
+  /** `--max-connections`, `--max-connections-per-ip`. */
+  readonly admission: AdmissionConfig;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
 

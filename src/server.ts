@@ -13,6 +13,7 @@ import { errorMessage, HttpError } from "./errors.ts";
 import { createHttpServer } from "./http/http.ts";
 import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
+import { Admission, type RefusalReason } from "./ops/admission.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
 import { describeTarget } from "./targets/target.ts";
@@ -39,6 +40,15 @@ export interface ServerParts {
   readonly bannerLines?: readonly string[];
   /** Wrap mode: the loopback port the wrapped command was moved to (`src/wrap/mod.ts`). */
   readonly wrap?: WrapTarget | undefined;
+  /** Counts admission refusals (`--max-connections`, `--max-connections-per-ip`), for metrics. */
+  readonly onRefused?: ((reason: RefusalReason) => void) | undefined;
+}
+
+/** What an admitted upgrade carries to its session. */
+interface Admitted {
+  readonly target: Target;
+  /** Gives the admission slot back; safe to call more than once. */
+  readonly release: () => void;
 }
 
 /** Where a wrapped command listens, and how log lines name it. */
@@ -73,6 +83,7 @@ export async function startServer(
   let resolveFinished: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
   let sessionCount = 0;
+  const admission = new Admission({ ...config.admission, onRefused: parts.onRefused });
 
   const auth = parts.auth;
   const web = config.web.root === undefined ? undefined : createWebHandler(
@@ -83,9 +94,19 @@ export async function startServer(
     ...(web ? { onRequest: web } : {}),
     maxMessageSize: config.limits.maxMessageSize,
     log,
-    admit: (request) => admit(config, parts, request),
+    async admit(request): Promise<Admitted> {
+      // Before the token lookup and the dial: a refused client costs neither.
+      const release = admission.acquire(request);
+      try {
+        return { target: await admit(config, parts, request), release };
+      } catch (error) {
+        release();
+        throw error;
+      }
+    },
+    onAbandoned: (admitted) => (admitted as Admitted).release(),
     onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown) {
-      const target = admitted as Target;
+      const { target, release } = admitted as Admitted;
       const id = connectionInfo(channel.socket)?.id ?? 0;
       sessionCount++;
       void runSession(channel, {
@@ -102,7 +123,7 @@ export async function startServer(
           void handle.done.then(() => sessions.delete(handle));
           if (stopping) handle.shutdown();
         },
-      }).then(() => {
+      }).finally(release).then(() => {
         sessionCount--;
         if (config.limits.runOnce) void shutdown("--run-once: the session has ended");
         checkDrained();

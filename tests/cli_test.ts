@@ -121,6 +121,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     strictBinary: false,
     daemon: false,
     workers: 1,
+    admission: { maxConnections: undefined, maxConnectionsPerIp: undefined },
   });
 });
 
@@ -177,6 +178,8 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["-D"], (c) => c.daemon, true],
   [["--daemon"], (c) => c.daemon, true],
   [["--workers=256"], (c) => c.workers, 256],
+  [["--max-connections", "100"], (c) => c.admission.maxConnections, 100],
+  [["--max-connections-per-ip=3"], (c) => c.admission.maxConnectionsPerIp, 3],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {
