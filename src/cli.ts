@@ -227,7 +227,13 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "integer",
   },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
-
+  {
+    flags: "--log-format <FORMAT>",
+    description: "log lines as upstream's text, or one JSON object per line for log shippers",
+    kind: "string",
+    defaultValue: "text",
+    choices: ["text", "json"],
+  },
   // Programs over stdio (issue 13).
 ];
 
@@ -451,7 +457,7 @@ function buildConfig(
       maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
     },
     // Client addresses: trusted proxies, PROXY protocol, log format.
-
+    logFormat: text("logFormat") as Config["logFormat"],
     // Programs over stdio.
   };
 }

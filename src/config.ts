@@ -170,6 +170,8 @@ export interface Config {
   readonly admission: AdmissionConfig;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
+  /** `--log-format`: upstream's text lines, or one JSON object per line. @default "text" */
+  readonly logFormat: "text" | "json";
 
   // Programs over stdio.
 }

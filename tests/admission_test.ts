@@ -73,7 +73,6 @@ Deno.test("Admission.acquire() refuses over the limits, counts refusals and rele
 Deno.test("--max-connections answers 503 with Retry-After without dialling; a freed slot is reused", async () => {
   await using echo = startEcho();
   await using proxy = await startProxy([
-    "-v",
     "--max-connections",
     "2",
     "127.0.0.1:0",
@@ -94,7 +93,7 @@ Deno.test("--max-connections answers 503 with Retry-After without dialling; a fr
   const [first, second] = clients as [TestClient, TestClient];
   first.ws.close(1000);
   await first.closed;
-  await proxy.waitFor(/Closed target/);
+  await proxy.waitFor(/session ended/);
   const third = await connectClient(url);
   await echoes(third, 10);
   assert.equal(echo.connections.length, 3);

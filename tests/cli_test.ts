@@ -122,6 +122,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     daemon: false,
     workers: 1,
     admission: { maxConnections: undefined, maxConnectionsPerIp: undefined },
+    logFormat: "text",
   });
 });
 
@@ -180,6 +181,8 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["--workers=256"], (c) => c.workers, 256],
   [["--max-connections", "100"], (c) => c.admission.maxConnections, 100],
   [["--max-connections-per-ip=3"], (c) => c.admission.maxConnectionsPerIp, 3],
+  [["--log-format", "json"], (c) => c.logFormat, "json"],
+  [["--log-format=text"], (c) => c.logFormat, "text"],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {

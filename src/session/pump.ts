@@ -57,6 +57,21 @@ export interface PumpHandle {
   readonly done: Promise<PumpEnd>;
   /** Closes the session with 1001 (server going away). */
   shutdown(): void;
+  /** Payload bytes forwarded from the client to the target so far. */
+  readonly bytesFromClient: number;
+  /** Bytes forwarded from the target to the client so far. */
+  readonly bytesFromTarget: number;
+  /**
+   * The session's close code: the one the proxy sent when it closed first, else the client's
+   * (1005 none, 1006 dropped without a close frame). Final once `done` has resolved.
+   */
+  readonly closeCode: number;
+}
+
+/** Bytes forwarded each way: a plain add per chunk on the hot path. */
+interface ByteCounts {
+  fromClient: number;
+  fromTarget: number;
 }
 
 /** Copies data both ways between the client `channel` and `target` until either side ends. */
@@ -69,6 +84,13 @@ export function pump(
   let end: PumpEnd | undefined;
   let targetClosed = false;
   const finish = (reason: PumpEnd) => (end ??= reason);
+  const bytes: ByteCounts = { fromClient: 0, fromTarget: 0 };
+  let sentCode: number | undefined;
+  let clientCode = 1006;
+  const closeClient = (code: number, reason: string) => {
+    if (channel.isOpen) sentCode ??= code;
+    channel.close(code, reason);
+  };
 
   const closeTarget = () => {
     if (targetClosed) return;
@@ -83,7 +105,7 @@ export function pump(
     if (targetClosed) return;
     log.debug(`${options.targetName}: Target ${what} failed: ${String(error)}`);
     finish("target-error");
-    channel.close(1011, "Target connection failed");
+    closeClient(1011, "Target connection failed");
     closeTarget();
   };
 
@@ -110,12 +132,13 @@ export function pump(
       onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean) {
         if (options.heartbeat > 0) lastSeen = performance.now();
         if (opcode === 1 && options.strictBinary) {
-          channel.close(1003, "Unsupported: Text frames are not supported");
+          closeClient(1003, "Unsupported: Text frames are not supported");
           return;
         }
         if (fin) traffic?.mark("}");
         recording?.fromClient(payload, fin);
         if (payload.length === 0 || targetClosed) return;
+        bytes.fromClient += payload.length;
         toTarget.add(payload);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {
@@ -125,6 +148,7 @@ export function pump(
         lastSeen = performance.now();
       },
       onClose(code: number) {
+        clientCode = code;
         finish("client");
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
@@ -142,11 +166,11 @@ export function pump(
     if (error) return targetFailed("read", error);
     log.debug(`${options.targetName}: Target closed connection`);
     finish("target");
-    channel.close(1000, "Target closed");
+    closeClient(1000, "Target closed");
   };
   const targetDone = target instanceof SocketConnection
-    ? streamTarget(target, channel, options, targetEnded)
-    : readTarget(target, channel, options, targetEnded, () => targetClosed);
+    ? streamTarget(target, channel, options, bytes, targetEnded)
+    : readTarget(target, channel, options, bytes, targetEnded, () => targetClosed);
 
   const done = Promise.all([clientClosed, targetDone]).then(() => {
     closeTarget();
@@ -157,7 +181,16 @@ export function pump(
     done,
     shutdown() {
       finish("shutdown");
-      channel.close(1001, "Server shutting down");
+      closeClient(1001, "Server shutting down");
+    },
+    get bytesFromClient() {
+      return bytes.fromClient;
+    },
+    get bytesFromTarget() {
+      return bytes.fromTarget;
+    },
+    get closeCode() {
+      return sentCode ?? clientCode;
     },
   };
 }
@@ -283,6 +316,7 @@ function streamTarget(
   target: SocketConnection,
   channel: WebSocketChannel,
   options: PumpOptions,
+  bytes: ByteCounts,
   ended: (error: Error | undefined) => void,
 ): Promise<void> {
   const { traffic, recording } = options;
@@ -293,6 +327,7 @@ function streamTarget(
         traffic?.mark("{");
         recording?.toClient(data);
         if (!channel.isOpen) return target.pause();
+        bytes.fromTarget += data.length;
         if (data.length <= MAX_CLIENT_MESSAGE) {
           // The chunk is ours alone: its memory goes back as soon as it is sent.
           channel.send(data, true);
@@ -326,6 +361,7 @@ async function readTarget(
   target: TargetConnection,
   channel: WebSocketChannel,
   options: PumpOptions,
+  bytes: ByteCounts,
   ended: (error: Error | undefined) => void,
   isClosed: () => boolean,
 ): Promise<void> {
@@ -339,6 +375,7 @@ async function readTarget(
       traffic?.mark("{");
       recording?.toClient(chunk);
       if (!channel.isOpen) break;
+      bytes.fromTarget += count;
       channel.send(chunk, true);
       traffic?.mark("<");
       if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
