@@ -46,12 +46,6 @@ export class Admission {
     this.#options = options;
   }
 
-  /** Whether any limit is set (otherwise {@link acquire} only counts). */
-  get limited(): boolean {
-    return this.#options.maxConnections !== undefined ||
-      this.#options.maxConnectionsPerIp !== undefined;
-  }
-
   /** Sessions currently holding a slot. */
   get open(): number {
     return this.#open;
