@@ -104,7 +104,7 @@ async function main(): Promise<number> {
   if (config.daemon && !background) return await startDaemon();
   try {
     // The background process logs to --log-file/--syslog only: its stderr goes away.
-    await setupLogging(config.log, { stderr: !background });
+    await setupLogging(config.log, { stderr: !background, format: config.logFormat });
   } catch (error) {
     if (error instanceof StartupError) fail(1, error.message);
     throw error;

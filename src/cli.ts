@@ -221,8 +221,24 @@ const OPTIONS: readonly OptionSpec[] = [
     description: "serve /metrics (Prometheus) and /healthz on a second listener (host 127.0.0.1)",
     kind: "string",
   },
+  {
+    flags: "--max-connections <N>",
+    description: "open sessions at most; further upgrades get 503 with Retry-After",
+    kind: "integer",
+  },
+  {
+    flags: "--max-connections-per-ip <N>",
+    description: "open sessions per client address at most; further upgrades get 429",
+    kind: "integer",
+  },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
-
+  {
+    flags: "--log-format <FORMAT>",
+    description: "log lines as upstream's text, or one JSON object per line for log shippers",
+    kind: "string",
+    defaultValue: "text",
+    choices: ["text", "json"],
+  },
   // Programs over stdio (issue 13).
 ];
 
@@ -442,8 +458,12 @@ function buildConfig(
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
     metrics: parseMetricsAddress(text("metrics")),
+    admission: {
+      maxConnections: parseLimit(values["maxConnections"], "--max-connections"),
+      maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
+    },
     // Client addresses: trusted proxies, PROXY protocol, log format.
-
+    logFormat: text("logFormat") as Config["logFormat"],
     // Programs over stdio.
   };
 }
@@ -535,6 +555,17 @@ function parseWorkers(value: unknown): number {
   const number = Number(value);
   if (!/^\d+$/.test(String(value)) || number < 1 || number > 256) {
     throw new ConfigError(`--workers takes a whole number from 1 to 256, not '${String(value)}'`);
+  }
+  return number;
+}
+
+function parseLimit(value: unknown, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!/^\d+$/.test(String(value)) || !Number.isSafeInteger(number) || number < 1) {
+    throw new ConfigError(
+      `${option} takes a whole number of sessions (1 or more), not '${String(value)}'`,
+    );
   }
   return number;
 }

@@ -148,6 +148,14 @@ export interface MetricsAddress {
   readonly port: number;
 }
 
+/** Admission limits on open WebSocket sessions; absent means no limit. */
+export interface AdmissionConfig {
+  /** `--max-connections`: sessions open at once (503 above). */
+  readonly maxConnections: number | undefined;
+  /** `--max-connections-per-ip`: sessions open at once per client address (429 above). */
+  readonly maxConnectionsPerIp: number | undefined;
+}
+
 /** The whole configuration. */
 export interface Config {
   readonly listen: ListenConfig;
@@ -167,8 +175,12 @@ export interface Config {
   // Operations: metrics, health, admission limits.
   /** `--metrics`: where `/metrics` and `/healthz` are served; absent means no metrics. */
   readonly metrics?: MetricsAddress | undefined;
+  /** `--max-connections`, `--max-connections-per-ip`. */
+  readonly admission: AdmissionConfig;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
+  /** `--log-format`: upstream's text lines, or one JSON object per line. @default "text" */
+  readonly logFormat: "text" | "json";
 
   // Programs over stdio.
 }

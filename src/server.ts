@@ -14,6 +14,7 @@ import { createHttpServer } from "./http/http.ts";
 import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
 import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
+import { Admission } from "./ops/admission.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
 import { describeTarget } from "./targets/target.ts";
@@ -44,6 +45,13 @@ export interface ServerParts {
   readonly metrics?: Metrics | undefined;
   /** `--metrics`: the bound metrics address, for the banner. */
   readonly metricsAddress?: string | undefined;
+}
+
+/** What an admitted upgrade carries to its session. */
+interface Admitted {
+  readonly target: Target;
+  /** Gives the admission slot back; safe to call more than once. */
+  readonly release: () => void;
 }
 
 /** Where a wrapped command listens, and how log lines name it. */
@@ -78,6 +86,10 @@ export async function startServer(
   let resolveFinished: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
   let sessionCount = 0;
+  const admission = new Admission({
+    ...config.admission,
+    ...(parts.metrics ? { onRefused: parts.metrics.connectionRefused.bind(parts.metrics) } : {}),
+  });
 
   const auth = parts.auth;
   const metrics = parts.metrics;
@@ -89,12 +101,22 @@ export async function startServer(
     ...(web ? { onRequest: web } : {}),
     maxMessageSize: config.limits.maxMessageSize,
     log,
-    admit: (request) => admit(config, parts, request),
     ...(metrics
       ? { onRefused: (reason: HandshakeFailure) => metrics.handshakeFailed(reason) }
       : {}),
+    async admit(request): Promise<Admitted> {
+      // Before the token lookup and the dial: a refused client costs neither.
+      const release = admission.acquire(request);
+      try {
+        return { target: await admit(config, parts, request), release };
+      } catch (error) {
+        release();
+        throw error;
+      }
+    },
+    onAbandoned: (admitted) => (admitted as Admitted).release(),
     onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown) {
-      const target = admitted as Target;
+      const { target, release } = admitted as Admitted;
       const id = connectionInfo(channel.socket)?.id ?? 0;
       sessionCount++;
       void runSession(channel, {
@@ -116,7 +138,7 @@ export async function startServer(
           });
           if (stopping) handle.shutdown();
         },
-      }).then((end) => {
+      }).finally(release).then((end) => {
         if (end === "connect-failed") metrics?.targetConnectFailed();
         sessionCount--;
         if (config.limits.runOnce) void shutdown("--run-once: the session has ended");

@@ -139,7 +139,8 @@ export async function startProxy(
   };
   let address = "";
   try {
-    const match = await waitFor(/Listen on (?:unix socket )?(\S+)/);
+    // `[^\s"]`: in --log-format json the address is followed by the closing quote.
+    const match = await waitFor(/Listen on (?:unix socket )?([^\s"]+)/);
     address = match[1] ?? "";
     // The banner's last line: once it is there, the whole banner is.
     await waitFor(/ - proxying from /);

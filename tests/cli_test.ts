@@ -121,6 +121,8 @@ Deno.test("parseArgs() gives every option its default", () => {
     strictBinary: false,
     daemon: false,
     workers: 1,
+    admission: { maxConnections: undefined, maxConnectionsPerIp: undefined },
+    logFormat: "text",
   });
 });
 
@@ -177,6 +179,10 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["-D"], (c) => c.daemon, true],
   [["--daemon"], (c) => c.daemon, true],
   [["--workers=256"], (c) => c.workers, 256],
+  [["--max-connections", "100"], (c) => c.admission.maxConnections, 100],
+  [["--max-connections-per-ip=3"], (c) => c.admission.maxConnectionsPerIp, 3],
+  [["--log-format", "json"], (c) => c.logFormat, "json"],
+  [["--log-format=text"], (c) => c.logFormat, "text"],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {

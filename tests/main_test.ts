@@ -50,6 +50,9 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  "--max-connections <N>",
+  "--max-connections-per-ip <N>",
+  "--log-format <FORMAT>",
 ];
 
 function assertNoStackTrace(stderr: string): void {

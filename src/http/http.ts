@@ -27,6 +27,8 @@ export interface HttpHandlers {
    * needs; throws a typed error to refuse (mapped by {@link httpErrorOf}).
    */
   admit(request: RequestInfo): Promise<unknown>;
+  /** Called instead of `onWebSocket` when the client left while `admit` ran. */
+  onAbandoned?: (admitted: unknown) => void;
   /** Runs a session on an accepted WebSocket. */
   onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown): void;
   /** Serves a plain request; absent means 405 for GET/HEAD as upstream without `--web`. */
@@ -121,7 +123,10 @@ async function handleUpgrade(
     if (error instanceof AuthError) return writeAuthError(socket, error, request.peer);
     return reject(socket, log, error);
   }
-  if (socket.destroyed || !socket.writable) return void socket.destroy();
+  if (socket.destroyed || !socket.writable) {
+    handlers.onAbandoned?.(admitted);
+    return void socket.destroy();
+  }
   // The handshake is answered here rather than by `ws`: the session runs the streaming framer
   // on the raw socket (see src/websocket/channel.ts and docs/decisions.md).
   socket.setTimeout(0);

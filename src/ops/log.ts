@@ -15,24 +15,37 @@ import dgram from "node:dgram";
 import type { LogConfig, SyslogConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 
+/** Structured fields of one line: in `--log-format json` only (the text format ignores them). */
+export type LogFields = Readonly<Record<string, string | number | boolean>>;
+
+/** Per-connection context attached once by {@link Log.child}. */
+export interface LogContext {
+  /** The client's `ip:port` (selects upstream's request-scoped text format). */
+  readonly peer?: string;
+  /** The session's sequence number. */
+  readonly session?: number;
+  /** The session's target, as log lines name it. */
+  readonly target?: string;
+}
+
 /** A logger with websockify's line format; `child()` attaches per-connection context once. */
 export interface Log {
   /** Shown with `-v` only. */
   debug(text: string): void;
   /** Normal operation. */
-  info(text: string): void;
+  info(text: string, fields?: LogFields): void;
   /**
    * Normal operation, on the hot path of every connection: on stderr the line may wait up to
    * 10 ms to be written together with others (lines logged with the other methods flush it first,
    * so the order is kept).
    */
-  infoBatched(text: string): void;
+  infoBatched(text: string, fields?: LogFields): void;
   /** Something is wrong but the proxy goes on. */
   warn(text: string): void;
   /** A failure. */
   error(text: string): void;
-  /** A logger whose lines carry `peer` (request-scoped format). */
-  child(context: { readonly peer: string }): Log;
+  /** A logger whose lines carry `context` (a `peer` gives the request-scoped format). */
+  child(context: LogContext): Log;
 }
 
 /** Returns the logger for `category` (a module name such as `"proxy"`). */
@@ -44,18 +57,18 @@ function wrap(logger: ReturnType<typeof getLogger>): Log {
   // Tagged templates keep `{...}` in paths and reasons from being read as placeholders.
   return {
     debug: (text) => logger.debug`${text}`,
-    info: (text) => logger.info`${text}`,
-    infoBatched: (text) => {
+    info: (text, fields) => (fields ? logger.with(fields) : logger).info`${text}`,
+    infoBatched: (text, fields) => {
       batching = true;
       try {
-        logger.info`${text}`;
+        (fields ? logger.with(fields) : logger).info`${text}`;
       } finally {
         batching = false;
       }
     },
     warn: (text) => logger.warn`${text}`,
     error: (text) => logger.error`${text}`,
-    child: (context) => wrap(logger.with(context)),
+    child: (context) => wrap(logger.with({ ...context })),
   };
 }
 
@@ -82,18 +95,42 @@ function logDateOf(timestamp: number): string {
   return dateText;
 }
 
-/** Formats a record as one line (no newline): upstream's request-line form when it has a peer. */
-export function formatRecord(record: LogRecord): string {
+function messageText(record: LogRecord): string {
   const message = record.message;
   // A tagged template with one value (how Log writes) is ["", text, ""].
-  const text = message.length === 3 && message[0] === "" && message[2] === ""
+  return message.length === 3 && message[0] === "" && message[2] === ""
     ? String(message[1])
     : message.map((part) => String(part)).join("");
+}
+
+/** Formats a record as one line (no newline): upstream's request-line form when it has a peer. */
+export function formatRecord(record: LogRecord): string {
+  const text = messageText(record);
   const peer = record.properties["peer"];
   if (typeof peer !== "string") return text;
   const host = peerHost(peer);
   return `${host} - - [${logDateOf(record.timestamp)}] ${host}: ${text}`;
 }
+
+/**
+ * Formats a record as one JSON object (no newline) for `--log-format json`: `time` (ISO 8601),
+ * `level`, `message`, then `client` (the peer's address) and the context and fields it carries.
+ */
+export function formatJsonRecord(record: LogRecord): string {
+  const entry: Record<string, unknown> = {
+    time: new Date(record.timestamp).toISOString(),
+    level: record.level,
+    message: messageText(record),
+  };
+  for (const [key, value] of Object.entries(record.properties)) {
+    if (key === "peer") entry["client"] = typeof value === "string" ? peerHost(value) : value;
+    else entry[key] = value;
+  }
+  return JSON.stringify(entry);
+}
+
+/** How lines are written: `--log-format`. */
+export type LogFormat = "text" | "json";
 
 /** The host part of `ip:port` / `[v6]:port`; a unix socket path is returned as it is. */
 export function peerHost(peer: string): string {
@@ -137,14 +174,16 @@ export function flushLog(): void {
   }
 }
 
-const stderrSink = immediate((record: LogRecord): void => {
-  pendingStderr += formatRecord(record) + "\n";
-  if (!batching || pendingStderr.length >= STDERR_BATCH) {
-    flushLog();
-  } else if (stderrTimer === undefined) {
-    stderrTimer = setTimeout(flushLog, STDERR_DELAY_MS);
-  }
-});
+function stderrSink(format: (record: LogRecord) => string): Sink {
+  return immediate((record: LogRecord): void => {
+    pendingStderr += format(record) + "\n";
+    if (!batching || pendingStderr.length >= STDERR_BATCH) {
+      flushLog();
+    } else if (stderrTimer === undefined) {
+      stderrTimer = setTimeout(flushLog, STDERR_DELAY_MS);
+    }
+  });
+}
 
 globalThis.addEventListener("unload", flushLog);
 globalThis.addEventListener("error", flushLog);
@@ -238,14 +277,15 @@ function syslogSink(config: SyslogConfig, legacy: boolean): Sink & AsyncDisposab
  */
 export async function setupLogging(
   config: LogConfig,
-  options: { stderr?: boolean } = {},
+  options: { stderr?: boolean; format?: LogFormat } = {},
 ): Promise<void> {
+  const format = options.format === "json" ? formatJsonRecord : formatRecord;
   const sinks: Record<string, Sink> = {};
-  if (options.stderr !== false) sinks["stderr"] = stderrSink;
+  if (options.stderr !== false) sinks["stderr"] = stderrSink(format);
   if (config.file !== undefined) {
     try {
       sinks["file"] = getFileSink(config.file, {
-        formatter: (record) => formatRecord(record) + "\n",
+        formatter: (record) => format(record) + "\n",
         bufferSize: 0,
       });
     } catch (error) {

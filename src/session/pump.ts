@@ -13,7 +13,7 @@ import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
 import { SocketConnection } from "../targets/socket_target.ts";
 import type { DataOpcode } from "../websocket/framer.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
-import type { ByteCounts } from "../ops/metrics.ts";
+import type { ByteCounts as ByteTotals } from "../ops/metrics.ts";
 import type { Recording } from "./record.ts";
 import type { TargetConnection } from "../types.ts";
 
@@ -48,7 +48,7 @@ export interface PumpOptions {
   /** Description of the target for log lines. */
   readonly targetName: string;
   /** Payload byte counters, when `--metrics` is on. */
-  readonly bytes?: ByteCounts | undefined;
+  readonly totals?: ByteTotals | undefined;
 }
 
 /** How a session ended. */
@@ -60,6 +60,21 @@ export interface PumpHandle {
   readonly done: Promise<PumpEnd>;
   /** Closes the session with 1001 (server going away). */
   shutdown(): void;
+  /** Payload bytes forwarded from the client to the target so far. */
+  readonly bytesFromClient: number;
+  /** Bytes forwarded from the target to the client so far. */
+  readonly bytesFromTarget: number;
+  /**
+   * The session's close code: the one the proxy sent when it closed first, else the client's
+   * (1005 none, 1006 dropped without a close frame). Final once `done` has resolved.
+   */
+  readonly closeCode: number;
+}
+
+/** Bytes forwarded each way: a plain add per chunk on the hot path. */
+interface ByteCounts {
+  fromClient: number;
+  fromTarget: number;
 }
 
 /** Copies data both ways between the client `channel` and `target` until either side ends. */
@@ -68,10 +83,17 @@ export function pump(
   target: TargetConnection,
   options: PumpOptions,
 ): PumpHandle {
-  const { log, traffic, recording, bytes } = options;
+  const { log, traffic, recording, totals } = options;
   let end: PumpEnd | undefined;
   let targetClosed = false;
   const finish = (reason: PumpEnd) => (end ??= reason);
+  const bytes: ByteCounts = { fromClient: 0, fromTarget: 0 };
+  let sentCode: number | undefined;
+  let clientCode = 1006;
+  const closeClient = (code: number, reason: string) => {
+    if (channel.isOpen) sentCode ??= code;
+    channel.close(code, reason);
+  };
 
   const closeTarget = () => {
     if (targetClosed) return;
@@ -86,7 +108,7 @@ export function pump(
     if (targetClosed) return;
     log.debug(`${options.targetName}: Target ${what} failed: ${String(error)}`);
     finish("target-error");
-    channel.close(1011, "Target connection failed");
+    closeClient(1011, "Target connection failed");
     closeTarget();
   };
 
@@ -113,13 +135,14 @@ export function pump(
       onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean) {
         if (options.heartbeat > 0) lastSeen = performance.now();
         if (opcode === 1 && options.strictBinary) {
-          channel.close(1003, "Unsupported: Text frames are not supported");
+          closeClient(1003, "Unsupported: Text frames are not supported");
           return;
         }
         if (fin) traffic?.mark("}");
         recording?.fromClient(payload, fin);
         if (payload.length === 0 || targetClosed) return;
-        if (bytes) bytes.clientToTarget += payload.length;
+        if (totals) totals.clientToTarget += payload.length;
+        bytes.fromClient += payload.length;
         toTarget.add(payload);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {
@@ -129,6 +152,7 @@ export function pump(
         lastSeen = performance.now();
       },
       onClose(code: number) {
+        clientCode = code;
         finish("client");
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
@@ -146,11 +170,11 @@ export function pump(
     if (error) return targetFailed("read", error);
     log.debug(`${options.targetName}: Target closed connection`);
     finish("target");
-    channel.close(1000, "Target closed");
+    closeClient(1000, "Target closed");
   };
   const targetDone = target instanceof SocketConnection
-    ? streamTarget(target, channel, options, targetEnded)
-    : readTarget(target, channel, options, targetEnded, () => targetClosed);
+    ? streamTarget(target, channel, options, bytes, targetEnded)
+    : readTarget(target, channel, options, bytes, targetEnded, () => targetClosed);
 
   const done = Promise.all([clientClosed, targetDone]).then(() => {
     closeTarget();
@@ -161,7 +185,16 @@ export function pump(
     done,
     shutdown() {
       finish("shutdown");
-      channel.close(1001, "Server shutting down");
+      closeClient(1001, "Server shutting down");
+    },
+    get bytesFromClient() {
+      return bytes.fromClient;
+    },
+    get bytesFromTarget() {
+      return bytes.fromTarget;
+    },
+    get closeCode() {
+      return sentCode ?? clientCode;
     },
   };
 }
@@ -287,6 +320,7 @@ function streamTarget(
   target: SocketConnection,
   channel: WebSocketChannel,
   options: PumpOptions,
+  bytes: ByteCounts,
   ended: (error: Error | undefined) => void,
 ): Promise<void> {
   const { traffic, recording } = options;
@@ -297,7 +331,8 @@ function streamTarget(
         traffic?.mark("{");
         recording?.toClient(data);
         if (!channel.isOpen) return target.pause();
-        if (options.bytes) options.bytes.targetToClient += data.length;
+        if (options.totals) options.totals.targetToClient += data.length;
+        bytes.fromTarget += data.length;
         if (data.length <= MAX_CLIENT_MESSAGE) {
           // The chunk is ours alone: its memory goes back as soon as it is sent.
           channel.send(data, true);
@@ -331,6 +366,7 @@ async function readTarget(
   target: TargetConnection,
   channel: WebSocketChannel,
   options: PumpOptions,
+  bytes: ByteCounts,
   ended: (error: Error | undefined) => void,
   isClosed: () => boolean,
 ): Promise<void> {
@@ -344,7 +380,8 @@ async function readTarget(
       traffic?.mark("{");
       recording?.toClient(chunk);
       if (!channel.isOpen) break;
-      if (options.bytes) options.bytes.targetToClient += count;
+      if (options.totals) options.totals.targetToClient += count;
+      bytes.fromTarget += count;
       channel.send(chunk, true);
       traffic?.mark("<");
       if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();

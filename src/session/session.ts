@@ -1,6 +1,7 @@
 /**
  * One WebSocket session: dial the target (close 1011 "Failed to connect to downstream server"
- * when that fails, as upstream), open the recording, run the pump, log the end.
+ * when that fails, as upstream), open the recording, run the pump, log the end: one info line per
+ * session, with its bytes both ways, duration and close code.
  *
  * @module
  */
@@ -39,8 +40,17 @@ export async function runSession(
   channel: WebSocketChannel,
   options: SessionOptions,
 ): Promise<PumpEnd | "connect-failed"> {
-  const { config, target, log } = options;
+  const { config, target } = options;
+  const started = performance.now();
   const name = describeTarget(target);
+  const log = options.log.child({ session: options.id, target: name });
+  const ended = (fromClient: number, fromTarget: number, closeCode: number) =>
+    logSessionEnd(log, name, {
+      bytes_client_to_target: fromClient,
+      bytes_target_to_client: fromTarget,
+      duration_s: Math.round(performance.now() - started) / 1000,
+      close_code: closeCode,
+    });
   const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
   log.infoBatched(
     options.connectingMessage !== undefined
@@ -60,10 +70,13 @@ export async function runSession(
     log.info(`Failed to connect to ${name}: ${errorMessage(error)}`);
     channel.start({ onData() {}, onPong() {}, onClose() {} });
     channel.close(1011, "Failed to connect to downstream server");
+    ended(0, 0, 1011);
     return "connect-failed";
   }
   if (!channel.isOpen) {
     connection.close();
+    // The client left while the target was dialled, without a close the session could read.
+    ended(0, 0, 1006);
     return "client";
   }
   let recording: Recording | undefined;
@@ -81,11 +94,30 @@ export async function runSession(
     traffic: options.traffic,
     log,
     targetName: name,
-    bytes: options.bytes,
+    totals: options.bytes,
   });
   options.onStart?.(handle);
   const end = await handle.done;
   await recording?.close();
   log.debug(`${name}: Closed target (${end})`);
+  ended(handle.bytesFromClient, handle.bytesFromTarget, handle.closeCode);
   return end;
+}
+
+/** The end of a session, in both log formats. */
+interface SessionEnd {
+  readonly bytes_client_to_target: number;
+  readonly bytes_target_to_client: number;
+  readonly duration_s: number;
+  readonly close_code: number;
+}
+
+function logSessionEnd(log: Log, name: string, end: SessionEnd): void {
+  // Batched: one line per session is on the set-up path (see src/ops/log.ts).
+  log.infoBatched(
+    `${name}: session ended after ${end.duration_s.toFixed(1)} s, ` +
+      `${end.bytes_client_to_target} bytes from client, ` +
+      `${end.bytes_target_to_client} bytes from target, close ${end.close_code}`,
+    { ...end },
+  );
 }
