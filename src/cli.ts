@@ -7,7 +7,8 @@
 
 import { Command, CommanderError, Option } from "commander";
 import type { Config, ListenConfig, SyslogConfig, TargetConfig } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, errorMessage } from "./errors.ts";
+import { parseTrustedProxies } from "./listen/client_address.ts";
 import type { Target } from "./types.ts";
 
 /** The program's version, printed by `--version`. */
@@ -218,7 +219,18 @@ const OPTIONS: readonly OptionSpec[] = [
   // Operations: metrics, health, admission limits (issue 10).
 
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
-
+  {
+    flags: "--trusted-proxy <LIST>",
+    description:
+      "comma-separated addresses or CIDR ranges of load balancers whose X-Forwarded-For or Forwarded header names the client",
+    kind: "string",
+  },
+  {
+    flags: "--proxy-protocol",
+    description:
+      "every connection starts with a HAProxy PROXY protocol v1 or v2 header naming the client",
+    kind: "flag",
+  },
   // Programs over stdio (issue 13).
 ];
 
@@ -439,7 +451,8 @@ function buildConfig(
     // Operations: metrics, health, admission limits.
 
     // Client addresses: trusted proxies, PROXY protocol, log format.
-
+    trustedProxy: parseTrustedProxyOption(text("trustedProxy")),
+    proxyProtocol: flag("proxyProtocol"),
     // Programs over stdio.
   };
 }
@@ -561,4 +574,14 @@ export function normaliseOrigin(value: string): string | undefined {
 function resolvePath(cwd: string, path: string): string {
   if (path.startsWith("/")) return path;
   return `${cwd.replace(/\/$/, "")}/${path}`;
+}
+
+/** `--trusted-proxy`: validated entries, or `undefined` when not given. */
+function parseTrustedProxyOption(list: string | undefined): readonly string[] | undefined {
+  if (list === undefined) return undefined;
+  try {
+    return parseTrustedProxies(list).entries;
+  } catch (error) {
+    throw new ConfigError(`--trusted-proxy: ${errorMessage(error)}`);
+  }
 }

@@ -160,6 +160,10 @@ export interface Config {
   // Operations: metrics, health, admission limits.
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
+  /** `--trusted-proxy`: addresses and CIDR ranges of trusted load balancers; absent: none. */
+  readonly trustedProxy: readonly string[] | undefined;
+  /** `--proxy-protocol`: connections start with a PROXY v1/v2 header. @default false */
+  readonly proxyProtocol: boolean;
 
   // Programs over stdio.
 }

@@ -121,6 +121,8 @@ Deno.test("parseArgs() gives every option its default", () => {
     strictBinary: false,
     daemon: false,
     workers: 1,
+    trustedProxy: undefined,
+    proxyProtocol: false,
   });
 });
 
@@ -177,6 +179,12 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["-D"], (c) => c.daemon, true],
   [["--daemon"], (c) => c.daemon, true],
   [["--workers=256"], (c) => c.workers, 256],
+  [["--trusted-proxy", "127.0.0.1, 10.0.0.0/8,::1"], (c) => c.trustedProxy, [
+    "127.0.0.1",
+    "10.0.0.0/8",
+    "::1",
+  ]],
+  [["--proxy-protocol"], (c) => c.proxyProtocol, true],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {
@@ -387,6 +395,20 @@ Deno.test("parseArgs() rejects an --origin entry that is not an origin", () => {
       /^--origin: '.*' is not an origin: use scheme:\/\/host\[:port\]/,
       value,
     );
+  }
+});
+
+Deno.test("parseArgs() rejects a bad --trusted-proxy entry with one line naming it", () => {
+  const cases: [string, string][] = [
+    ["10.0.0.0/33", "--trusted-proxy: '10.0.0.0/33' has a bad prefix length: give 0 to 32"],
+    [
+      "127.0.0.1,foo",
+      "--trusted-proxy: 'foo' is not an IP address or CIDR range: give e.g. 10.0.0.1, 10.0.0.0/8 or ::1",
+    ],
+    [",", "--trusted-proxy: the list is empty: give addresses or CIDR ranges"],
+  ];
+  for (const [value, message] of cases) {
+    assert.equal(usageError(["--trusted-proxy", value, "6080", "h:1"]), message, value);
   }
 });
 
