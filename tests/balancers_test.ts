@@ -16,6 +16,7 @@ import {
 } from "./_helpers.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
+const NGINX = "/usr/sbin/nginx";
 
 /** A loopback port that was free a moment ago (the balancers bind it themselves). */
 function freePort(): number {
@@ -157,5 +158,92 @@ for (const sendProxy of ["send-proxy", "send-proxy-v2"]) {
     assert.equal(stalled.length, 0);
     assert.ok(Date.now() - started >= 2500, `closed after ${Date.now() - started} ms`);
     assert.equal(target.connections.length, 1);
+  });
+}
+
+async function startNginx(backendPort: number): Promise<Balancer> {
+  const dir = await Deno.makeTempDir({ prefix: "nginx-" });
+  const port = freePort();
+  const config = `${dir}/nginx.conf`;
+  const root = Deno.uid() === 0 ? "user root;\n" : "";
+  await Deno.writeTextFile(
+    config,
+    `${root}daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log stderr notice;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${backendPort};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }
+  }
+}
+`,
+  );
+  return await runBalancer(NGINX, ["-p", dir, "-c", config, "-e", "stderr"], port, dir);
+}
+
+/** Opens a session through `port` and sends a message, so that the proxy logs the connection. */
+async function session(port: number, headers: Record<string, string>, localAddress: string) {
+  const client = await connectClient(`ws://127.0.0.1:${port}/`, { headers, localAddress });
+  const payload = randomBytes(1000);
+  client.ws.send(payload);
+  assert.deepEqual(await client.receiveBytes(payload.length), payload);
+  client.ws.close(1000);
+  await client.closed;
+}
+
+function connectingLine(address: string): RegExp {
+  const host = address.replaceAll(".", "\\.");
+  return new RegExp(`${host} - - \\[[^\\]]+\\] ${host}: connecting to: 127\\.0\\.0\\.1:`);
+}
+
+Deno.test("--trusted-proxy takes the client address from nginx's X-Forwarded-For", async () => {
+  await using target = startEcho();
+  await using proxy = await startProxy([
+    "--trusted-proxy",
+    "127.0.0.1",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using nginx = await startNginx(proxy.port);
+
+  // From 127.0.0.1 (trusted, as an inner balancer would be): the entry left of it is the client.
+  await session(nginx.port, { "X-Forwarded-For": "203.0.113.7" }, "127.0.0.1");
+  await proxy.waitFor(connectingLine("203.0.113.7"));
+
+  // From 127.0.0.2 (untrusted): nginx appends it, and the forged entry left of it is ignored.
+  await session(nginx.port, { "X-Forwarded-For": "198.51.100.9" }, "127.0.0.2");
+  await proxy.waitFor(connectingLine("127.0.0.2"));
+  assert.doesNotMatch(proxy.stderr(), /198\.51\.100\.9/);
+  assert.doesNotMatch(proxy.stderr(), /127\.0\.0\.1: connecting to/);
+  assert.equal(target.connections.length, 2);
+});
+
+for (const trusted of [[], ["--trusted-proxy", "10.0.0.0/8,::1"]]) {
+  Deno.test(`a forged X-Forwarded-For from an untrusted peer changes nothing (${trusted.join(" ") || "no --trusted-proxy"})`, async () => {
+    await using target = startEcho();
+    await using proxy = await startProxy([
+      ...trusted,
+      "127.0.0.1:0",
+      `127.0.0.1:${target.port}`,
+    ]);
+    const forged = { "X-Forwarded-For": "203.0.113.7", "Forwarded": "for=203.0.113.8" };
+    await session(proxy.port, forged, "127.0.0.2");
+    await proxy.waitFor(connectingLine("127.0.0.2"));
+    assert.doesNotMatch(proxy.stderr(), /203\.0\.113/);
   });
 }
