@@ -197,8 +197,13 @@ http {
 }
 
 /** Opens a session through `port` and sends a message, so that the proxy logs the connection. */
-async function session(port: number, headers: Record<string, string>, localAddress: string) {
-  const client = await connectClient(`ws://127.0.0.1:${port}/`, { headers, localAddress });
+async function session(
+  port: number,
+  headers: Record<string, string>,
+  localAddress: string,
+  path = "/",
+) {
+  const client = await connectClient(`ws://127.0.0.1:${port}${path}`, { headers, localAddress });
   const payload = randomBytes(1000);
   client.ws.send(payload);
   assert.deepEqual(await client.receiveBytes(payload.length), payload);
@@ -247,3 +252,27 @@ for (const trusted of [[], ["--trusted-proxy", "10.0.0.0/8,::1"]]) {
     assert.doesNotMatch(proxy.stderr(), /203\.0\.113/);
   });
 }
+
+Deno.test("a token plugin behind nginx routes by the forwarded clientAddress", async () => {
+  await using target = startEcho();
+  const plugin = new URL("./testdata/tokens/client_address_plugin.ts", import.meta.url).pathname;
+  await using proxy = await startProxy([
+    "--trusted-proxy",
+    "127.0.0.1",
+    "--token-plugin",
+    plugin,
+    "--token-source",
+    `203.0.113.7=${target.port}`,
+    "127.0.0.1:0",
+  ]);
+  await using nginx = await startNginx(proxy.port);
+  await session(nginx.port, { "X-Forwarded-For": "203.0.113.7" }, "127.0.0.1", "/?token=x");
+  await assert.rejects(
+    connectClient(`ws://127.0.0.1:${nginx.port}/?token=x`, {
+      headers: { "X-Forwarded-For": "198.51.100.9" },
+      localAddress: "127.0.0.1",
+    }),
+    /Unexpected response 404 /,
+  );
+  assert.equal(target.connections.length, 1);
+});
