@@ -3,7 +3,7 @@
 import type { TokenPluginFactory } from "../../../src/types.ts";
 
 const factory: TokenPluginFactory = (source) => {
-  const [address, port] = source.split("=");
+  const [address, port] = (source ?? "").split("=");
   return {
     lookup: (_token, request) =>
       Promise.resolve(
