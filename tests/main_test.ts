@@ -50,6 +50,8 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  "--trusted-proxy <LIST>",
+  "--proxy-protocol",
 ];
 
 function assertNoStackTrace(stderr: string): void {
