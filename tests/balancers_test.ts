@@ -161,6 +161,26 @@ for (const sendProxy of ["send-proxy", "send-proxy-v2"]) {
   });
 }
 
+Deno.test("--trusted-proxy applies to the PROXY header's source with --proxy-protocol", async () => {
+  await using target = startEcho();
+  await using proxy = await startProxy([
+    "--proxy-protocol",
+    "--trusted-proxy",
+    "127.0.0.2",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  await using haproxy = await startHaproxy(proxy.port, "send-proxy-v2");
+  // haproxy (127.0.0.1) is not trusted itself: the PROXY source 127.0.0.2 is the peer checked.
+  const client = await connectClient(`ws://127.0.0.1:${haproxy.port}/`, {
+    headers: { "X-Forwarded-For": "203.0.113.7" },
+    localAddress: "127.0.0.2",
+  });
+  client.ws.close(1000);
+  await client.closed;
+  await proxy.waitFor(/203\.0\.113\.7 - - \[[^\]]+\] 203\.0\.113\.7: connecting to: /);
+});
+
 async function startNginx(backendPort: number): Promise<Balancer> {
   const dir = await Deno.makeTempDir({ prefix: "nginx-" });
   const port = freePort();
