@@ -7,7 +7,8 @@
 
 import { Command, CommanderError, Option } from "commander";
 import type { Config, ListenConfig, MetricsAddress, SyslogConfig, TargetConfig } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, errorMessage } from "./errors.ts";
+import { parseTrustedProxies } from "./listen/client_address.ts";
 import type { Target } from "./types.ts";
 
 /** The program's version, printed by `--version`. */
@@ -239,6 +240,18 @@ const OPTIONS: readonly OptionSpec[] = [
     defaultValue: "text",
     choices: ["text", "json"],
   },
+  {
+    flags: "--trusted-proxy <LIST>",
+    description:
+      "comma-separated addresses or CIDR ranges of load balancers whose X-Forwarded-For or Forwarded header names the client",
+    kind: "string",
+  },
+  {
+    flags: "--proxy-protocol",
+    description:
+      "every connection starts with a HAProxy PROXY protocol v1 or v2 header naming the client",
+    kind: "flag",
+  },
   // Programs over stdio (issue 13).
 ];
 
@@ -464,6 +477,8 @@ function buildConfig(
     },
     // Client addresses: trusted proxies, PROXY protocol, log format.
     logFormat: text("logFormat") as Config["logFormat"],
+    trustedProxy: parseTrustedProxyOption(text("trustedProxy")),
+    proxyProtocol: flag("proxyProtocol"),
     // Programs over stdio.
   };
 }
@@ -611,4 +626,14 @@ export function normaliseOrigin(value: string): string | undefined {
 function resolvePath(cwd: string, path: string): string {
   if (path.startsWith("/")) return path;
   return `${cwd.replace(/\/$/, "")}/${path}`;
+}
+
+/** `--trusted-proxy`: validated entries, or `undefined` when not given. */
+function parseTrustedProxyOption(list: string | undefined): readonly string[] | undefined {
+  if (list === undefined) return undefined;
+  try {
+    return parseTrustedProxies(list).entries;
+  } catch (error) {
+    throw new ConfigError(`--trusted-proxy: ${errorMessage(error)}`);
+  }
 }

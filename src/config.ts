@@ -181,6 +181,10 @@ export interface Config {
   // Client addresses: trusted proxies, PROXY protocol, log format.
   /** `--log-format`: upstream's text lines, or one JSON object per line. @default "text" */
   readonly logFormat: "text" | "json";
+  /** `--trusted-proxy`: addresses and CIDR ranges of trusted load balancers; absent: none. */
+  readonly trustedProxy: readonly string[] | undefined;
+  /** `--proxy-protocol`: connections start with a PROXY v1/v2 header. @default false */
+  readonly proxyProtocol: boolean;
 
   // Programs over stdio.
 }

@@ -17,6 +17,7 @@ import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
 import { Admission } from "./ops/admission.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
+import { logPeer, parseTrustedProxies } from "./listen/client_address.ts";
 import { describeTarget } from "./targets/target.ts";
 import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
 import { extractToken, lookupTarget } from "./tokens/mod.ts";
@@ -123,7 +124,7 @@ export async function startServer(
         config,
         target,
         id,
-        log: log.child({ peer: request.peer }),
+        log: log.child({ peer: logPeer(request) }),
         traffic,
         ...(parts.wrap
           ? { connectingMessage: `connecting to command: ${parts.wrap.description}` }
@@ -163,6 +164,10 @@ export async function startServer(
     tls: parts.tls,
     certPath: config.tls.cert,
     sslOnly: config.tls.sslOnly,
+    ...(config.trustedProxy
+      ? { trustedProxies: parseTrustedProxies(config.trustedProxy.join(",")) }
+      : {}),
+    proxyProtocol: config.proxyProtocol,
     log,
     onConnection: (socket) => {
       http.emit("connection", socket);

@@ -40,8 +40,16 @@ export interface RequestInfo {
   readonly path: string;
   /** Request headers; `get()` is case-insensitive. */
   readonly headers: Headers;
-  /** The direct peer: `ip:port`, or the socket path for a Unix listener. */
+  /**
+   * The direct peer: `ip:port`, or the socket path for a Unix listener. With `--proxy-protocol`,
+   * the source address from the PROXY header.
+   */
   readonly peer: string;
+  /**
+   * The client's bare IP: the peer's, or, when the peer is a `--trusted-proxy`, the one its
+   * `X-Forwarded-For` (or `Forwarded: for=`) names. The socket path for a Unix listener.
+   */
+  readonly clientAddress: string;
   /** Whether the client connection is TLS (wss:// or https://). */
   readonly secure: boolean;
   /**

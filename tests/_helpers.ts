@@ -297,11 +297,12 @@ export interface TestClient {
 /** Opens a WebSocket to `url` and waits for it to open. */
 export async function connectClient(
   url: string,
-  options: { protocols?: string[]; headers?: Record<string, string> } = {},
+  options: { protocols?: string[]; headers?: Record<string, string>; localAddress?: string } = {},
 ): Promise<TestClient> {
   const ws = new WebSocket(url, options.protocols ?? [], {
     headers: options.headers ?? {},
     perMessageDeflate: false,
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
   });
   const queue: (Uint8Array | string)[] = [];
   const waiters: (() => void)[] = [];

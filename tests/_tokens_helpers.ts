@@ -20,6 +20,7 @@ export const lookupRequest: RequestInfo = {
   path: "/",
   headers: new Headers(),
   peer: "127.0.0.1:1",
+  clientAddress: "127.0.0.1",
   secure: false,
 };
 

@@ -31,7 +31,8 @@ async function echoes(client: TestClient, size: number): Promise<void> {
 }
 
 function request(peer: string): RequestInfo {
-  return { method: "GET", path: "/", headers: new Headers(), peer, secure: false };
+  const clientAddress = peer.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  return { method: "GET", path: "/", headers: new Headers(), peer, clientAddress, secure: false };
 }
 
 Deno.test("clientKey() strips the port and IPv6 brackets", () => {

@@ -29,6 +29,7 @@ function request(
     path: "/websockify",
     headers: new Headers(headers),
     peer: "127.0.0.1:5000",
+    clientAddress: "127.0.0.1",
     secure: clientIdentity !== undefined,
     ...(clientIdentity === undefined ? {} : { clientIdentity }),
   };

@@ -123,6 +123,8 @@ Deno.test("parseArgs() gives every option its default", () => {
     workers: 1,
     admission: { maxConnections: undefined, maxConnectionsPerIp: undefined },
     logFormat: "text",
+    trustedProxy: undefined,
+    proxyProtocol: false,
   });
 });
 
@@ -183,6 +185,12 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["--max-connections-per-ip=3"], (c) => c.admission.maxConnectionsPerIp, 3],
   [["--log-format", "json"], (c) => c.logFormat, "json"],
   [["--log-format=text"], (c) => c.logFormat, "text"],
+  [["--trusted-proxy", "127.0.0.1, 10.0.0.0/8,::1"], (c) => c.trustedProxy, [
+    "127.0.0.1",
+    "10.0.0.0/8",
+    "::1",
+  ]],
+  [["--proxy-protocol"], (c) => c.proxyProtocol, true],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {
@@ -393,6 +401,20 @@ Deno.test("parseArgs() rejects an --origin entry that is not an origin", () => {
       /^--origin: '.*' is not an origin: use scheme:\/\/host\[:port\]/,
       value,
     );
+  }
+});
+
+Deno.test("parseArgs() rejects a bad --trusted-proxy entry with one line naming it", () => {
+  const cases: [string, string][] = [
+    ["10.0.0.0/33", "--trusted-proxy: '10.0.0.0/33' has a bad prefix length: give 0 to 32"],
+    [
+      "127.0.0.1,foo",
+      "--trusted-proxy: 'foo' is not an IP address or CIDR range: give e.g. 10.0.0.1, 10.0.0.0/8 or ::1",
+    ],
+    [",", "--trusted-proxy: the list is empty: give addresses or CIDR ranges"],
+  ];
+  for (const [value, message] of cases) {
+    assert.equal(usageError(["--trusted-proxy", value, "6080", "h:1"]), message, value);
   }
 });
 

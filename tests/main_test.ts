@@ -53,6 +53,8 @@ const ALL_FLAGS = [
   "--max-connections <N>",
   "--max-connections-per-ip <N>",
   "--log-format <FORMAT>",
+  "--trusted-proxy <LIST>",
+  "--proxy-protocol",
 ];
 
 function assertNoStackTrace(stderr: string): void {

@@ -12,6 +12,7 @@ const request: RequestInfo = {
   path: "/",
   headers: new Headers(),
   peer: "10.9.8.7:4242",
+  clientAddress: "10.9.8.7",
   secure: false,
 };
 

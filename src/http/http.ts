@@ -19,6 +19,7 @@ import { connectionInfo } from "../listen/listener.ts";
 import { clientIdentityOf } from "../listen/tls.ts";
 import type { Log } from "../ops/log.ts";
 import type { RequestInfo } from "../types.ts";
+import { clientAddress, logPeer } from "../listen/client_address.ts";
 
 /** What the server does with routed requests. */
 export interface HttpHandlers {
@@ -65,7 +66,7 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
     }
     const status = KNOWN_METHODS.has(method) ? 405 : 501;
     const reason = status === 405 ? "Method Not Allowed" : `Unsupported method ('${method}')`;
-    handlers.log.child({ peer: request.peer }).info(
+    handlers.log.child({ peer: logPeer(request) }).info(
       `code ${status}, message ${reason}: "${method} ${req.url}"`,
     );
     sendError(res, status, reason, method === "HEAD");
@@ -92,7 +93,7 @@ async function handleUpgrade(
 ): Promise<void> {
   connectionInfo(socket)?.headersDone();
   const request = requestInfo(req);
-  const log = handlers.log.child({ peer: request.peer });
+  const log = handlers.log.child({ peer: logPeer(request) });
   if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
     handlers.onRefused?.("bad_request");
     return reject(socket, log, new HttpError(400, "Missing or incorrect upgrade header"));
@@ -120,7 +121,7 @@ async function handleUpgrade(
   try {
     admitted = await handlers.admit(request);
   } catch (error) {
-    if (error instanceof AuthError) return writeAuthError(socket, error, request.peer);
+    if (error instanceof AuthError) return writeAuthError(socket, error, logPeer(request));
     return reject(socket, log, error);
   }
   if (socket.destroyed || !socket.writable) {
@@ -196,6 +197,7 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
     path: req.url ?? "/",
     headers,
     peer: info?.peer ?? "unknown",
+    clientAddress: clientAddress(info?.address ?? "unknown", headers, info?.trustedProxies),
     secure: info?.secure ?? false,
     ...(clientIdentity === undefined ? {} : { clientIdentity }),
   };

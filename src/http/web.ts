@@ -25,6 +25,7 @@ import send from "send";
 import type { WebConfig } from "../config.ts";
 import { errorMessage } from "../errors.ts";
 import { toAuthError, writeAuthError } from "../auth/response.ts";
+import { logPeer } from "../listen/client_address.ts";
 import { errorPage } from "./http_response.ts";
 import { getLog } from "../ops/log.ts";
 import type { RequestInfo } from "../types.ts";
@@ -97,7 +98,7 @@ export function createWebHandler(config: WebConfig, options: WebHandlerOptions =
         try {
           await options.authorize(info);
         } catch (error) {
-          writeAuthError(response, toAuthError(error), info.peer);
+          writeAuthError(response, toAuthError(error), logPeer(info));
           return;
         }
       }

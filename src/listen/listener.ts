@@ -12,13 +12,22 @@ import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 import type { Log } from "../ops/log.ts";
 import type { ClientIdentity } from "../types.ts";
+import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
+import { parseProxyHeader } from "./proxy_protocol.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
   /** Sequence number of the accepted TCP connection, from 1 (names `--record` files). */
   readonly id: number;
-  /** `ip:port` of the peer (`[v6]:port`), or the socket path for a unix listener. */
+  /**
+   * `ip:port` of the peer (`[v6]:port`), or the socket path for a unix listener. With
+   * `--proxy-protocol`, the source address of the PROXY header.
+   */
   readonly peer: string;
+  /** The bare IP of {@link peer} (the socket path for a unix listener). */
+  readonly address: string;
+  /** `--trusted-proxy`: peers whose forwarding headers name the client. */
+  readonly trustedProxies?: TrustedProxies;
   /** Whether the connection is TLS. */
   readonly secure: boolean;
   /** Stops the header timer: the request has arrived. */
@@ -51,6 +60,10 @@ export interface ListenerOptions {
   readonly onConnection: (socket: net.Socket, info: ConnectionInfo) => void;
   /** Called whenever the number of open connections changes. */
   readonly onCountChange?: (count: number) => void;
+  /** `--trusted-proxy`: handed on in each {@link ConnectionInfo}. */
+  readonly trustedProxies?: TrustedProxies;
+  /** `--proxy-protocol`: every connection starts with a PROXY v1/v2 header. @default false */
+  readonly proxyProtocol?: boolean;
   /** Bind with `SO_REUSEPORT` so that `--workers` processes share the port. @default false */
   readonly reusePort?: boolean;
   readonly log: Log;
@@ -158,9 +171,11 @@ export class Listener {
       this.#options.onCountChange?.(this.#sockets.size);
     });
     socket.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
-    const peer = this.#options.listen.kind === "unix"
+    const unix = this.#options.listen.kind === "unix";
+    const peer = unix
       ? this.#options.listen.path
       : formatPeer(socket.remoteAddress, socket.remotePort);
+    const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
     const timeoutMs = this.#options.headerTimeoutMs;
     const timer = timeoutMs > 0
       ? setTimeout(() => {
@@ -172,25 +187,73 @@ export class Listener {
       : undefined;
     const headersDone = () => clearTimeout(timer);
     socket.once("close", headersDone);
-    if (this.#options.listen.kind !== "unix") socket.setNoDelay(true);
+    if (!unix) socket.setNoDelay(true);
     socket.setKeepAlive(true);
+    const trusted = this.#options.trustedProxies;
+    const base = { id, headersDone, ...(trusted ? { trustedProxies: trusted } : {}) };
+    if (this.#options.proxyProtocol) {
+      this.#readProxyHeader(socket, peer, (source) => {
+        const proxied = source === undefined
+          ? { peer, address }
+          : { peer: formatPeer(source.address, source.port), address: source.address };
+        this.#sniff(socket, { ...base, ...proxied });
+      });
+    } else {
+      this.#sniff(socket, { ...base, peer, address });
+    }
+    socket.resume();
+  }
 
+  /**
+   * Reads the PROXY header, then calls `next` with its source (absent for LOCAL/UNKNOWN) and the
+   * socket paused with the rest of the data unshifted. Anything else closes the connection.
+   */
+  #readProxyHeader(
+    socket: net.Socket,
+    peer: string,
+    next: (source: { address: string; port: number } | undefined) => void,
+  ): void {
+    let received: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+      const header = parseProxyHeader(received);
+      if (header.kind === "incomplete") return;
+      socket.off("data", onData);
+      socket.pause();
+      if (header.kind === "invalid") {
+        this.#options.log.child({ peer }).info(
+          `Closing a connection without a valid PROXY protocol header: ${header.reason}`,
+        );
+        socket.destroy();
+        return;
+      }
+      const rest = received.subarray(header.length);
+      if (rest.length > 0) socket.unshift(rest);
+      next(header.source);
+      socket.resume();
+    };
+    socket.on("data", onData);
+  }
+
+  /** Waits for the first byte: a TLS handshake, or plain HTTP. */
+  #sniff(socket: net.Socket, info: Omit<ConnectionInfo, "secure">): void {
     socket.once("data", (first: Buffer) => {
       socket.pause();
       socket.unshift(first);
       const byte = first[0];
       if (byte === 0x16 || byte === 0x80) {
-        this.#startTls(socket, { id, peer, secure: true, headersDone });
+        this.#startTls(socket, { ...info, secure: true });
       } else if (this.#options.sslOnly) {
-        this.#options.log.child({ peer }).info("non-SSL connection received but disallowed");
+        this.#options.log.child({ peer: info.peer }).info(
+          "non-SSL connection received but disallowed",
+        );
         socket.destroy();
       } else {
-        const info = { id, peer, secure: false, headersDone };
-        infos.set(socket, info);
-        this.#options.onConnection(socket, info);
+        const plain = { ...info, secure: false };
+        infos.set(socket, plain);
+        this.#options.onConnection(socket, plain);
       }
     });
-    socket.resume();
   }
 
   #startTls(socket: net.Socket, info: ConnectionInfo): void {

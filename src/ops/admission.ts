@@ -8,7 +8,6 @@
  */
 
 import { HttpError } from "../errors.ts";
-import { peerHost } from "./log.ts";
 import type { RequestInfo } from "../types.ts";
 
 /** Why an upgrade was refused, as a metrics label. */
@@ -28,11 +27,11 @@ export interface AdmissionOptions {
 const RETRY_AFTER = "1";
 
 /**
- * The key sessions are counted under: the client's IP without port or brackets (a unix socket
- * listener's clients share its path). The one place to switch to a proxy-reported address.
+ * The key sessions are counted under: the client address (the peer, or what a trusted proxy or
+ * a PROXY header named; a unix socket listener's clients share its path).
  */
 export function clientKey(request: RequestInfo): string {
-  return peerHost(request.peer);
+  return request.clientAddress;
 }
 
 /** Session counters of one server process; per-connection state stays in the returned release. */
