@@ -90,6 +90,9 @@ async function main(): Promise<number> {
   if (multi && config.listen.kind !== "tcp") {
     fail(2, "--workers needs a TCP listen address: drop --workers or --unix-listen");
   }
+  if (config.reusePort && config.listen.kind !== "tcp") {
+    fail(2, "--reuse-port needs a TCP listen address: drop --reuse-port or --unix-listen");
+  }
   if (multi && config.target.kind === "wrap") {
     fail(2, "--workers cannot wrap a command (each process would start it): drop --workers");
   }
@@ -132,7 +135,7 @@ async function main(): Promise<number> {
     wrap = await prepareWrap(config);
     parts = await loadParts(config, wrap);
     server = await startServer(config, parts, {
-      reusePort: multi,
+      reusePort: multi || config.reusePort,
       banner: role.kind === "primary",
     });
   } catch (error) {

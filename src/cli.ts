@@ -216,6 +216,12 @@ const OPTIONS: readonly OptionSpec[] = [
     defaultValue: 1,
   },
   // Operations: metrics, health, admission limits (issue 10).
+  {
+    flags: "--reuse-port",
+    description:
+      "bind with SO_REUSEPORT so a new proxy can take over the port while this one drains",
+    kind: "flag",
+  },
 
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
 
@@ -437,6 +443,7 @@ function buildConfig(
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
+    reusePort: flag("reusePort"),
 
     // Client addresses: trusted proxies, PROXY protocol, log format.
 

@@ -158,6 +158,8 @@ export interface Config {
   /** `--workers`: processes sharing the listening port. @default 1 */
   readonly workers: number;
   // Operations: metrics, health, admission limits.
+  /** `--reuse-port`: bind with `SO_REUSEPORT` (single-machine takeover). @default false */
+  readonly reusePort: boolean;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
 

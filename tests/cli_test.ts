@@ -121,6 +121,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     strictBinary: false,
     daemon: false,
     workers: 1,
+    reusePort: false,
   });
 });
 
@@ -177,6 +178,7 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["-D"], (c) => c.daemon, true],
   [["--daemon"], (c) => c.daemon, true],
   [["--workers=256"], (c) => c.workers, 256],
+  [["--reuse-port"], (c) => c.reusePort, true],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {
