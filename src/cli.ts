@@ -222,7 +222,6 @@ const OPTIONS: readonly OptionSpec[] = [
       "bind with SO_REUSEPORT so a new proxy can take over the port while this one drains",
     kind: "flag",
   },
-
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
 
   // Programs over stdio (issue 13).
@@ -444,7 +443,6 @@ function buildConfig(
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
     reusePort: flag("reusePort"),
-
     // Client addresses: trusted proxies, PROXY protocol, log format.
 
     // Programs over stdio.
