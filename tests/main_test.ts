@@ -50,6 +50,7 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  "--reuse-port",
 ];
 
 function assertNoStackTrace(stderr: string): void {
