@@ -93,6 +93,9 @@ async function main(): Promise<number> {
   if (multi && config.listen.kind !== "tcp") {
     fail(2, "--workers needs a TCP listen address: drop --workers or --unix-listen");
   }
+  if (config.reusePort && config.listen.kind !== "tcp") {
+    fail(2, "--reuse-port needs a TCP listen address: drop --reuse-port or --unix-listen");
+  }
   if (multi && config.target.kind === "wrap") {
     fail(2, "--workers cannot wrap a command (each process would start it): drop --workers");
   }
@@ -155,7 +158,7 @@ async function main(): Promise<number> {
       parts = { ...parts, metrics, metricsAddress: metricsServer.address };
     }
     server = await startServer(config, parts, {
-      reusePort: multi,
+      reusePort: multi || config.reusePort,
       banner: role.kind === "primary",
     });
   } catch (error) {

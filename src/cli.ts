@@ -232,6 +232,12 @@ const OPTIONS: readonly OptionSpec[] = [
     description: "open sessions per client address at most; further upgrades get 429",
     kind: "integer",
   },
+  {
+    flags: "--reuse-port",
+    description:
+      "bind with SO_REUSEPORT so a new proxy can take over the port while this one drains",
+    kind: "flag",
+  },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
   {
     flags: "--log-format <FORMAT>",
@@ -475,6 +481,7 @@ function buildConfig(
       maxConnections: parseLimit(values["maxConnections"], "--max-connections"),
       maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
     },
+    reusePort: flag("reusePort"),
     // Client addresses: trusted proxies, PROXY protocol, log format.
     logFormat: text("logFormat") as Config["logFormat"],
     trustedProxy: parseTrustedProxyOption(text("trustedProxy")),

@@ -177,6 +177,8 @@ export interface Config {
   readonly metrics?: MetricsAddress | undefined;
   /** `--max-connections`, `--max-connections-per-ip`. */
   readonly admission: AdmissionConfig;
+  /** `--reuse-port`: bind with `SO_REUSEPORT` (single-machine takeover). @default false */
+  readonly reusePort: boolean;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
   /** `--log-format`: upstream's text lines, or one JSON object per line. @default "text" */

@@ -125,6 +125,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     logFormat: "text",
     trustedProxy: undefined,
     proxyProtocol: false,
+    reusePort: false,
   });
 });
 
@@ -191,6 +192,7 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
     "::1",
   ]],
   [["--proxy-protocol"], (c) => c.proxyProtocol, true],
+  [["--reuse-port"], (c) => c.reusePort, true],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {

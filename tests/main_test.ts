@@ -55,6 +55,7 @@ const ALL_FLAGS = [
   "--log-format <FORMAT>",
   "--trusted-proxy <LIST>",
   "--proxy-protocol",
+  "--reuse-port",
 ];
 
 function assertNoStackTrace(stderr: string): void {
