@@ -6,6 +6,7 @@
  */
 
 import { Command, CommanderError, Option } from "commander";
+import type { StdioConfig } from "./stdio/program.ts";
 import type { Config, ListenConfig, SyslogConfig, TargetConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import type { Target } from "./types.ts";
@@ -220,6 +221,33 @@ const OPTIONS: readonly OptionSpec[] = [
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
 
   // Programs over stdio (issue 13).
+  {
+    flags: "--stdio",
+    description: "run the command after '--' for each session, over its stdin/stdout",
+    kind: "flag",
+  },
+  {
+    flags: "--stdio-grace <SECONDS>",
+    description: "with --stdio: seconds between SIGTERM and SIGKILL when a session ends",
+    kind: "string",
+    defaultValue: "5",
+  },
+  {
+    flags: "--stdio-env-pass <LIST>",
+    description: "with --stdio: comma-separated variables passed from the proxy's environment",
+    kind: "string",
+  },
+  {
+    flags: "--stdio-text",
+    description: "with --stdio: one text message per output line, a newline after each message",
+    kind: "flag",
+  },
+  {
+    flags: "--max-forks <N>",
+    description: "with --stdio: programs running at once, further upgrades get 503 (0: no limit)",
+    kind: "integer",
+    defaultValue: 0,
+  },
 ];
 
 /** What the command line asks for: run the proxy, or print text (help, version) and exit 0. */
@@ -354,7 +382,10 @@ function buildConfig(
 
   let target: TargetConfig;
   const unixTarget = text("unixTarget");
-  if (wrapCommand !== undefined) {
+  const stdio = parseStdio(values, flag, wrapCommand, rest, tokenPlugin, text("unixTarget"));
+  if (stdio !== undefined) {
+    target = { kind: "stdio", command: stdio.command };
+  } else if (wrapCommand !== undefined) {
     const command = [...rest, ...wrapCommand];
     if (command.length === 0) {
       throw new ConfigError("No command to wrap after '--': give the program and its arguments");
@@ -441,6 +472,56 @@ function buildConfig(
     // Client addresses: trusted proxies, PROXY protocol, log format.
 
     // Programs over stdio.
+    ...(stdio ? { stdio } : {}),
+  };
+}
+
+/** `--stdio` and its options; `undefined` without `--stdio`. */
+function parseStdio(
+  values: Record<string, unknown>,
+  flag: (name: string) => boolean,
+  command: readonly string[] | undefined,
+  rest: readonly string[],
+  tokenPlugin: string | undefined,
+  unixTarget: string | undefined,
+): StdioConfig | undefined {
+  if (!flag("stdio")) {
+    for (const name of ["stdioText", "stdioEnvPass"]) {
+      if (values[name] !== undefined) {
+        const option = name === "stdioText" ? "--stdio-text" : "--stdio-env-pass";
+        requireWith(true, "--stdio", option);
+      }
+    }
+    return undefined;
+  }
+  if (tokenPlugin !== undefined || unixTarget !== undefined) {
+    const option = tokenPlugin !== undefined ? "--token-plugin" : "--unix-target";
+    throw new ConfigError(
+      `--stdio runs a program per session: it cannot be combined with ${option}`,
+    );
+  }
+  if (rest.length > 0) {
+    throw new ConfigError(
+      "--stdio takes no target address: give the program after '--' (websockify --stdio PORT -- COMMAND)",
+    );
+  }
+  if (command === undefined || command.length === 0) {
+    throw new ConfigError("--stdio needs a command after '--': websockify --stdio PORT -- COMMAND");
+  }
+  const envPass = String(values["stdioEnvPass"] ?? "").split(",").map((name) => name.trim())
+    .filter((name) => name !== "");
+  const maxForks = Number(values["maxForks"]);
+  if (!Number.isSafeInteger(maxForks) || maxForks < 0) {
+    throw new ConfigError(
+      `--max-forks takes a whole number (0 or more), not '${values["maxForks"]}'`,
+    );
+  }
+  return {
+    command,
+    grace: parseSeconds(values["stdioGrace"], "--stdio-grace"),
+    envPass,
+    text: flag("stdioText"),
+    maxForks,
   };
 }
 

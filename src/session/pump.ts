@@ -32,6 +32,9 @@ const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
 const COALESCE_LIMIT = 256 * 1024;
 
+/** Ends each client message in line mode (`--stdio-text`). */
+const NEWLINE = new Uint8Array([0x0a]);
+
 /** Options of {@link pump}. */
 export interface PumpOptions {
   /** Close text messages with 1003 instead of forwarding their UTF-8 bytes. */
@@ -115,8 +118,9 @@ export function pump(
         }
         if (fin) traffic?.mark("}");
         recording?.fromClient(payload, fin);
-        if (payload.length === 0 || targetClosed) return;
-        toTarget.add(payload);
+        if (targetClosed) return;
+        if (payload.length > 0) toTarget.add(payload);
+        if (fin && target.lines) toTarget.add(NEWLINE);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {
         if (!targetClosed) toTarget.flush(chunk);
@@ -142,7 +146,8 @@ export function pump(
     if (error) return targetFailed("read", error);
     log.debug(`${options.targetName}: Target closed connection`);
     finish("target");
-    channel.close(1000, "Target closed");
+    const frame = target.endFrame?.() ?? { code: 1000, reason: "Target closed" };
+    channel.close(frame.code, frame.reason);
   };
   const targetDone = target instanceof SocketConnection
     ? streamTarget(target, channel, options, targetEnded)
@@ -339,7 +344,7 @@ async function readTarget(
       traffic?.mark("{");
       recording?.toClient(chunk);
       if (!channel.isOpen) break;
-      channel.send(chunk, true);
+      channel.send(chunk, true, target.lines);
       traffic?.mark("<");
       if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
     }

@@ -12,13 +12,15 @@ import type { Log, TrafficLog } from "../ops/log.ts";
 import { pump, type PumpEnd, type PumpHandle } from "./pump.ts";
 import { Recording } from "./record.ts";
 import { describeTarget, dialTarget } from "../targets/target.ts";
-import type { Target } from "../types.ts";
+import type { Target, TargetConnection } from "../types.ts";
 
 /** Options of {@link runSession}. */
 export interface SessionOptions {
   readonly config: Config;
-  /** Where this session goes. */
-  readonly target: Target;
+  /** Where this session goes; `undefined` with `program`. */
+  readonly target: Target | undefined;
+  /** `--stdio`: the session's program instead of a target (`src/stdio/`). */
+  readonly program?: { readonly name: string; start(): TargetConnection } | undefined;
   /** Sequence number of the connection (names the `--record` file). */
   readonly id: number;
   /** Session-scoped logger. */
@@ -36,20 +38,22 @@ export async function runSession(
   channel: WebSocketChannel,
   options: SessionOptions,
 ): Promise<PumpEnd | "connect-failed"> {
-  const { config, target, log } = options;
-  const name = describeTarget(target);
-  const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
+  const { config, target, log, program } = options;
+  const name = program?.name ?? (target ? describeTarget(target) : "");
+  const tlsSuffix = config.targetTls.enabled && target?.kind === "tcp" ? " (using SSL)" : "";
   log.infoBatched(
-    options.connectingMessage !== undefined
+    program !== undefined
+      ? `starting program: ${name}`
+      : options.connectingMessage !== undefined
       ? `${options.connectingMessage}${tlsSuffix}`
-      : target.kind === "unix"
+      : target?.kind === "unix"
       ? `connecting to unix socket: ${target.path}${tlsSuffix}`
       : `connecting to: ${name}${tlsSuffix}`,
   );
   // Client frames that arrive while dialling wait in the paused socket until the pump starts.
-  let connection;
+  let connection: TargetConnection;
   try {
-    connection = await dialTarget(target, {
+    connection = program !== undefined ? program.start() : await dialTarget(target as Target, {
       timeoutMs: config.limits.connectTimeout * 1000,
       tls: config.targetTls,
     });
