@@ -24,7 +24,7 @@ import {
   programEnv,
   runningPrograms,
   type StdioConfig,
-  whenProgramsReaped,
+  stopPrograms,
 } from "./stdio/mod.ts";
 
 /** A running proxy. */
@@ -176,7 +176,7 @@ export async function startServer(
       listener.destroyAll();
       traffic?.flush();
       // --stdio: every program is killed (SIGTERM, then SIGKILL after the grace) and reaped.
-      await whenProgramsReaped();
+      await stopPrograms();
       await parts.tokens?.close?.().catch((error) =>
         log.error(`Closing the token plugin failed: ${errorMessage(error)}`)
       );

@@ -124,6 +124,18 @@ Deno.test("--stdio closes 1011 with the exit code, 1000 on exit 0; stderr is log
   assert.equal((await within(passing.closed, 10000, "close after exit 0")).code, 1000);
 });
 
+Deno.test("--stdio: a program that stops reading still closes with its exit code", async () => {
+  await using proxy = await startProxy(["--stdio", "127.0.0.1:0", "--", "head", "-c", "10"]);
+  const client = await connectClient(url(proxy.port));
+  // head exits after 10 bytes; the rest of the 4 MiB meets a closed pipe and is dropped.
+  for (let index = 0; index < 4; index++) send(client, randomBytes(1024 * 1024));
+  assert.equal((await client.receiveBytes(10)).length, 10);
+  assert.deepEqual(await within(client.closed, 15000, "close"), {
+    code: 1000,
+    reason: "Program exited",
+  });
+});
+
 Deno.test("--stdio: a client close sends SIGTERM, SIGKILL after the grace; all reaped", async () => {
   const dir = await Deno.makeTempDir();
   try {

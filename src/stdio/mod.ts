@@ -10,5 +10,5 @@ export {
   programEnv,
   runningPrograms,
   type StdioConfig,
-  whenProgramsReaped,
+  stopPrograms,
 } from "./program.ts";

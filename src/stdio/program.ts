@@ -3,7 +3,7 @@
  * bytes of the client's messages, its stdout goes back as messages, its stderr to the log line
  * by line. It is a {@link TargetConnection}, so the pump, heartbeat, limits and logging drive it
  * like any socket. Closing it sends SIGTERM, then SIGKILL after the grace period; every program
- * is reaped, and {@link whenProgramsReaped} lets a shutdown wait for the last one.
+ * is reaped, and {@link stopPrograms} ends a shutdown with none left.
  *
  * @module
  */
@@ -25,16 +25,23 @@ export interface StdioConfig {
   readonly maxForks: number;
 }
 
-const running = new Set<Promise<unknown>>();
+/** Programs not yet reaped, with their exit. */
+const running = new Map<ProgramConnection, Promise<unknown>>();
 
 /** How many programs are running (not yet reaped). */
 export function runningPrograms(): number {
   return running.size;
 }
 
-/** Resolves once every program started so far has been reaped. */
-export async function whenProgramsReaped(): Promise<void> {
-  while (running.size > 0) await Promise.all([...running]);
+/**
+ * Closes every program still running (SIGTERM, SIGKILL after the grace) and resolves once all
+ * have been reaped: the last step of a shutdown, so no program outlives the proxy.
+ */
+export async function stopPrograms(): Promise<void> {
+  while (running.size > 0) {
+    for (const program of running.keys()) program.close();
+    await Promise.all([...running.values()]);
+  }
 }
 
 /** The CGI-style environment of a session's program (as websocketd). */
@@ -84,6 +91,7 @@ export class ProgramConnection implements TargetConnection {
   #exit: Deno.CommandStatus | undefined;
   #pending: Uint8Array = new Uint8Array(0);
   #closed = false;
+  #stdinBroken = false;
 
   private constructor(child: Deno.ChildProcess, options: SpawnOptions) {
     this.#child = child;
@@ -98,8 +106,8 @@ export class ProgramConnection implements TargetConnection {
       return status;
     });
     this.#status = status;
-    running.add(status);
-    void status.finally(() => running.delete(status));
+    running.set(this, status);
+    void status.finally(() => running.delete(this));
   }
 
   /** Starts the program; throws when it cannot be started (not found, not executable). */
@@ -174,9 +182,18 @@ export class ProgramConnection implements TargetConnection {
     return undefined;
   }
 
+  /**
+   * Writes to stdin. Once the program has stopped reading (exited, closed stdin), what the
+   * client sends is dropped: the session ends when the program exits, with its exit code.
+   */
   async write(data: Uint8Array): Promise<number> {
-    await this.#writer.ready;
-    await this.#writer.write(data);
+    if (this.#stdinBroken) return data.length;
+    try {
+      await this.#writer.ready;
+      await this.#writer.write(data);
+    } catch {
+      this.#stdinBroken = true;
+    }
     return data.length;
   }
 
