@@ -19,6 +19,7 @@ const USAGE = [
   "       websockify [options] --token-plugin=CLASS [source_addr:]source_port",
   "       websockify [options] --unix-target=FILE [source_addr:]source_port",
   "       websockify [options] [source_addr:]source_port -- WRAP_COMMAND_LINE",
+  "       websockify [options] --stdio [source_addr:]source_port -- COMMAND [ARGS...]",
 ].join("\n");
 
 type Kind = "flag" | "string" | "seconds" | "integer" | "octal" | "bytes";
@@ -227,10 +228,10 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "flag",
   },
   {
-    flags: "--stdio-grace <SECONDS>",
+    flags: "--stdio-grace <N>",
     description: "with --stdio: seconds between SIGTERM and SIGKILL when a session ends",
-    kind: "string",
-    defaultValue: "5",
+    kind: "seconds",
+    defaultValue: 5,
   },
   {
     flags: "--stdio-env-pass <LIST>",

@@ -50,6 +50,12 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  // Programs over stdio.
+  "--stdio",
+  "--stdio-grace <N>",
+  "--stdio-env-pass <LIST>",
+  "--stdio-text",
+  "--max-forks <N>",
 ];
 
 function assertNoStackTrace(stderr: string): void {
