@@ -383,7 +383,7 @@ function buildConfig(
 
   let target: TargetConfig;
   const unixTarget = text("unixTarget");
-  const stdio = parseStdio(values, flag, wrapCommand, rest, tokenPlugin, text("unixTarget"));
+  const stdio = parseStdio(values, flag, wrapCommand, rest, tokenPlugin, text("unixTarget"), cwd);
   if (stdio !== undefined) {
     target = { kind: "stdio", command: stdio.command };
   } else if (wrapCommand !== undefined) {
@@ -485,6 +485,7 @@ function parseStdio(
   rest: readonly string[],
   tokenPlugin: string | undefined,
   unixTarget: string | undefined,
+  cwd: string,
 ): StdioConfig | undefined {
   if (!flag("stdio")) {
     for (const name of ["stdioText", "stdioEnvPass"]) {
@@ -517,8 +518,10 @@ function parseStdio(
       `--max-forks takes a whole number (0 or more), not '${values["maxForks"]}'`,
     );
   }
+  // A program given by path is found from where the proxy was started, even after `-D`.
+  const [program, ...args] = command as [string, ...string[]];
   return {
-    command,
+    command: [program.includes("/") ? resolvePath(cwd, program) : program, ...args],
     grace: parseSeconds(values["stdioGrace"], "--stdio-grace"),
     envPass,
     text: flag("stdioText"),

@@ -12,6 +12,7 @@ import {
   type TestClient,
   within,
 } from "./_helpers.ts";
+import { parseArgs } from "../src/cli.ts";
 
 const decoder = new TextDecoder();
 
@@ -319,4 +320,33 @@ Deno.test("--stdio usage errors exit 2 with one clear line", async () => {
     assert.match(line ?? "", pattern);
     assert.match(hint ?? "", /websockify --help/);
   }
+});
+
+Deno.test("parseArgs: --stdio settings, defaults, and a program path resolved from the cwd", () => {
+  const parsed = parseArgs(
+    [
+      "--stdio",
+      "--stdio-env-pass",
+      "PATH, LANG",
+      "--max-forks",
+      "3",
+      "8080",
+      "--",
+      "bin/x",
+      "-a",
+    ],
+    { cwd: "/srv" },
+  );
+  assert.equal(parsed.kind, "run");
+  if (parsed.kind !== "run") return;
+  assert.deepEqual(parsed.config.target, { kind: "stdio", command: ["/srv/bin/x", "-a"] });
+  assert.deepEqual(parsed.config.stdio, {
+    command: ["/srv/bin/x", "-a"],
+    grace: 5,
+    envPass: ["PATH", "LANG"],
+    text: false,
+    maxForks: 3,
+  });
+  const bare = parseArgs(["--stdio", "8080", "--", "cat"], { cwd: "/srv" });
+  assert.deepEqual(bare.kind === "run" && bare.config.stdio?.command, ["cat"]);
 });
