@@ -518,7 +518,7 @@ function parseStdio(
       `--max-forks takes a whole number (0 or more), not '${values["maxForks"]}'`,
     );
   }
-  // A program given by path is found from where the proxy was started, even after `-D`.
+  // A program given by path is resolved against the start directory, like every other path.
   const [program, ...args] = command as [string, ...string[]];
   return {
     command: [program.includes("/") ? resolvePath(cwd, program) : program, ...args],
