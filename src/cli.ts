@@ -9,6 +9,7 @@ import { Command, CommanderError, Option } from "commander";
 import type { Config, ListenConfig, MetricsAddress, SyslogConfig, TargetConfig } from "./config.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { parseTrustedProxies } from "./listen/client_address.ts";
+import type { StdioConfig } from "./stdio/program.ts";
 import type { Target } from "./types.ts";
 
 /** The program's version, printed by `--version`. */
@@ -19,6 +20,7 @@ const USAGE = [
   "       websockify [options] --token-plugin=CLASS [source_addr:]source_port",
   "       websockify [options] --unix-target=FILE [source_addr:]source_port",
   "       websockify [options] [source_addr:]source_port -- WRAP_COMMAND_LINE",
+  "       websockify [options] --stdio [source_addr:]source_port -- COMMAND [ARGS...]",
 ].join("\n");
 
 type Kind = "flag" | "string" | "seconds" | "integer" | "octal" | "bytes";
@@ -259,6 +261,33 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "flag",
   },
   // Programs over stdio (issue 13).
+  {
+    flags: "--stdio",
+    description: "run the command after '--' for each session, over its stdin/stdout",
+    kind: "flag",
+  },
+  {
+    flags: "--stdio-grace <N>",
+    description: "with --stdio: seconds between SIGTERM and SIGKILL when a session ends",
+    kind: "seconds",
+    defaultValue: 5,
+  },
+  {
+    flags: "--stdio-env-pass <LIST>",
+    description: "with --stdio: comma-separated variables passed from the proxy's environment",
+    kind: "string",
+  },
+  {
+    flags: "--stdio-text",
+    description: "with --stdio: one text message per output line, a newline after each message",
+    kind: "flag",
+  },
+  {
+    flags: "--max-forks <N>",
+    description: "with --stdio: programs running at once, further upgrades get 503 (0: no limit)",
+    kind: "integer",
+    defaultValue: 0,
+  },
 ];
 
 /** What the command line asks for: run the proxy, or print text (help, version) and exit 0. */
@@ -393,7 +422,10 @@ function buildConfig(
 
   let target: TargetConfig;
   const unixTarget = text("unixTarget");
-  if (wrapCommand !== undefined) {
+  const stdio = parseStdio(values, flag, wrapCommand, rest, tokenPlugin, text("unixTarget"), cwd);
+  if (stdio !== undefined) {
+    target = { kind: "stdio", command: stdio.command };
+  } else if (wrapCommand !== undefined) {
     const command = [...rest, ...wrapCommand];
     if (command.length === 0) {
       throw new ConfigError("No command to wrap after '--': give the program and its arguments");
@@ -487,6 +519,59 @@ function buildConfig(
     trustedProxy: parseTrustedProxyOption(text("trustedProxy")),
     proxyProtocol: flag("proxyProtocol"),
     // Programs over stdio.
+    ...(stdio ? { stdio } : {}),
+  };
+}
+
+/** `--stdio` and its options; `undefined` without `--stdio`. */
+function parseStdio(
+  values: Record<string, unknown>,
+  flag: (name: string) => boolean,
+  command: readonly string[] | undefined,
+  rest: readonly string[],
+  tokenPlugin: string | undefined,
+  unixTarget: string | undefined,
+  cwd: string,
+): StdioConfig | undefined {
+  if (!flag("stdio")) {
+    for (const name of ["stdioText", "stdioEnvPass"]) {
+      if (values[name] !== undefined) {
+        const option = name === "stdioText" ? "--stdio-text" : "--stdio-env-pass";
+        requireWith(true, "--stdio", option);
+      }
+    }
+    return undefined;
+  }
+  if (tokenPlugin !== undefined || unixTarget !== undefined) {
+    const option = tokenPlugin !== undefined ? "--token-plugin" : "--unix-target";
+    throw new ConfigError(
+      `--stdio runs a program per session: it cannot be combined with ${option}`,
+    );
+  }
+  if (rest.length > 0) {
+    throw new ConfigError(
+      "--stdio takes no target address: give the program after '--' (websockify --stdio PORT -- COMMAND)",
+    );
+  }
+  if (command === undefined || command.length === 0) {
+    throw new ConfigError("--stdio needs a command after '--': websockify --stdio PORT -- COMMAND");
+  }
+  const envPass = String(values["stdioEnvPass"] ?? "").split(",").map((name) => name.trim())
+    .filter((name) => name !== "");
+  const maxForks = Number(values["maxForks"]);
+  if (!Number.isSafeInteger(maxForks) || maxForks < 0) {
+    throw new ConfigError(
+      `--max-forks takes a whole number (0 or more), not '${values["maxForks"]}'`,
+    );
+  }
+  // A program given by path is resolved against the start directory, like every other path.
+  const [program, ...args] = command as [string, ...string[]];
+  return {
+    command: [program.includes("/") ? resolvePath(cwd, program) : program, ...args],
+    grace: parseSeconds(values["stdioGrace"], "--stdio-grace"),
+    envPass,
+    text: flag("stdioText"),
+    maxForks,
   };
 }
 

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { StdioConfig } from "./stdio/program.ts";
 import type { Target } from "./types.ts";
 
 /** Where the proxy listens. */
@@ -50,6 +51,12 @@ export type TargetConfig =
     readonly command: readonly string[];
     /** `--wrap-mode`. @default "exit" */
     readonly mode: "exit" | "ignore" | "respawn";
+  }
+  | {
+    /** `--stdio`: a program per session (settings in {@link Config.stdio}). */
+    readonly kind: "stdio";
+    /** The command line after `--`. */
+    readonly command: readonly string[];
   };
 
 /** TLS towards clients (`wss://`). */
@@ -189,4 +196,6 @@ export interface Config {
   readonly proxyProtocol: boolean;
 
   // Programs over stdio.
+  /** `--stdio` and its options; absent without `--stdio`. */
+  readonly stdio?: StdioConfig | undefined;
 }

@@ -100,4 +100,8 @@ export interface TargetConnection {
   closeWrite(): Promise<void>;
   /** Closes both directions at once; pending reads reject. */
   close(): void;
+  /** Line mode (`--stdio-text`): each read is one text message, each client message a line. */
+  readonly lines?: boolean;
+  /** The close frame once the target has ended (`--stdio`: from the exit code). */
+  endFrame?(): { code: number; reason: string };
 }

@@ -56,6 +56,12 @@ const ALL_FLAGS = [
   "--trusted-proxy <LIST>",
   "--proxy-protocol",
   "--reuse-port",
+  // Programs over stdio.
+  "--stdio",
+  "--stdio-grace <N>",
+  "--stdio-env-pass <LIST>",
+  "--stdio-text",
+  "--max-forks <N>",
 ];
 
 function assertNoStackTrace(stderr: string): void {

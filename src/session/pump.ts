@@ -33,6 +33,9 @@ const COALESCE_PIECE = 16 * 1024;
 /** Largest single write to the target when several small messages are queued. */
 const COALESCE_LIMIT = 256 * 1024;
 
+/** Ends each client message in line mode (`--stdio-text`). */
+const NEWLINE = new Uint8Array([0x0a]);
+
 /** Options of {@link pump}. */
 export interface PumpOptions {
   /** Close text messages with 1003 instead of forwarding their UTF-8 bytes. */
@@ -140,10 +143,13 @@ export function pump(
         }
         if (fin) traffic?.mark("}");
         recording?.fromClient(payload, fin);
-        if (payload.length === 0 || targetClosed) return;
-        if (totals) totals.clientToTarget += payload.length;
-        bytes.fromClient += payload.length;
-        toTarget.add(payload);
+        if (targetClosed) return;
+        if (payload.length > 0) {
+          if (totals) totals.clientToTarget += payload.length;
+          bytes.fromClient += payload.length;
+          toTarget.add(payload);
+        }
+        if (fin && target.lines) toTarget.add(NEWLINE);
       },
       onChunkEnd(chunk: Uint8Array | undefined) {
         if (!targetClosed) toTarget.flush(chunk);
@@ -170,7 +176,8 @@ export function pump(
     if (error) return targetFailed("read", error);
     log.debug(`${options.targetName}: Target closed connection`);
     finish("target");
-    closeClient(1000, "Target closed");
+    const frame = target.endFrame?.() ?? { code: 1000, reason: "Target closed" };
+    closeClient(frame.code, frame.reason);
   };
   const targetDone = target instanceof SocketConnection
     ? streamTarget(target, channel, options, bytes, targetEnded)
@@ -382,7 +389,7 @@ async function readTarget(
       if (!channel.isOpen) break;
       if (options.totals) options.totals.targetToClient += count;
       bytes.fromTarget += count;
-      channel.send(chunk, true);
+      channel.send(chunk, true, target.lines);
       traffic?.mark("<");
       if (channel.bufferedAmount > CLIENT_HIGH_WATER) await channel.drained();
     }

@@ -14,13 +14,15 @@ import type { ByteCounts } from "../ops/metrics.ts";
 import { pump, type PumpEnd, type PumpHandle } from "./pump.ts";
 import { Recording } from "./record.ts";
 import { describeTarget, dialTarget } from "../targets/target.ts";
-import type { Target } from "../types.ts";
+import type { Target, TargetConnection } from "../types.ts";
 
 /** Options of {@link runSession}. */
 export interface SessionOptions {
   readonly config: Config;
-  /** Where this session goes. */
-  readonly target: Target;
+  /** Where this session goes; `undefined` with `program`. */
+  readonly target: Target | undefined;
+  /** `--stdio`: the session's program instead of a target (`src/stdio/`). */
+  readonly program?: { readonly name: string; start(): TargetConnection } | undefined;
   /** Sequence number of the connection (names the `--record` file). */
   readonly id: number;
   /** Session-scoped logger. */
@@ -40,9 +42,9 @@ export async function runSession(
   channel: WebSocketChannel,
   options: SessionOptions,
 ): Promise<PumpEnd | "connect-failed"> {
-  const { config, target } = options;
+  const { config, target, program } = options;
   const started = performance.now();
-  const name = describeTarget(target);
+  const name = program?.name ?? (target ? describeTarget(target) : "");
   const log = options.log.child({ session: options.id, target: name });
   const ended = (fromClient: number, fromTarget: number, closeCode: number) =>
     logSessionEnd(log, name, {
@@ -51,18 +53,20 @@ export async function runSession(
       duration_s: Math.round(performance.now() - started) / 1000,
       close_code: closeCode,
     });
-  const tlsSuffix = config.targetTls.enabled && target.kind === "tcp" ? " (using SSL)" : "";
+  const tlsSuffix = config.targetTls.enabled && target?.kind === "tcp" ? " (using SSL)" : "";
   log.infoBatched(
-    options.connectingMessage !== undefined
+    program !== undefined
+      ? `starting program: ${name}`
+      : options.connectingMessage !== undefined
       ? `${options.connectingMessage}${tlsSuffix}`
-      : target.kind === "unix"
+      : target?.kind === "unix"
       ? `connecting to unix socket: ${target.path}${tlsSuffix}`
       : `connecting to: ${name}${tlsSuffix}`,
   );
   // Client frames that arrive while dialling wait in the paused socket until the pump starts.
-  let connection;
+  let connection: TargetConnection;
   try {
-    connection = await dialTarget(target, {
+    connection = program !== undefined ? program.start() : await dialTarget(target as Target, {
       timeoutMs: config.limits.connectTimeout * 1000,
       tls: config.targetTls,
     });

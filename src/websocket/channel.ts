@@ -140,18 +140,19 @@ export class WebSocketChannel {
    * socket holds `payload` until written. With `release`, a large payload's memory is freed
    * once written ({@link releaseBuffer}): only for a chunk nothing else refers to.
    */
-  send(payload: Uint8Array, release = false): void {
+  send(payload: Uint8Array, release = false, text = false): void {
     if (!this.isOpen) return;
+    const opcode = text ? OPCODE.text : OPCODE.binary;
     const headerSize = frameHeaderSize(payload.length);
     if (payload.length <= COPY_LIMIT) {
       const frame = Buffer.allocUnsafe(headerSize + payload.length);
-      writeFrameHeader(frame, headerSize, OPCODE.binary, payload.length);
+      writeFrameHeader(frame, headerSize, opcode, payload.length);
       frame.set(payload, headerSize);
       this.socket.write(frame);
       return;
     }
     const header = Buffer.allocUnsafe(headerSize);
-    writeFrameHeader(header, headerSize, OPCODE.binary, payload.length);
+    writeFrameHeader(header, headerSize, opcode, payload.length);
     this.socket.cork();
     this.socket.write(header);
     this.socket.write(payload, release ? () => releaseBuffer(payload) : undefined);
