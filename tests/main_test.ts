@@ -50,6 +50,7 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  "--metrics <[HOST:]PORT>",
 ];
 
 function assertNoStackTrace(stderr: string): void {
