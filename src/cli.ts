@@ -508,7 +508,7 @@ function buildConfig(
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.
-    metrics: parseMetricsAddress(text("metrics")),
+    ...optional("metrics", parseMetricsAddress(text("metrics"))),
     admission: {
       maxConnections: parseLimit(values["maxConnections"], "--max-connections"),
       maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
@@ -656,6 +656,11 @@ export function parseMetricsAddress(value: string | undefined): MetricsAddress |
   const host = (match[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
   if (host === "") throw new ConfigError(`--metrics needs a host before ':', not '${value}'`);
   return { host, port };
+}
+
+/** `{ [key]: value }`, or nothing when `value` is undefined (keeps defaults out of `Config`). */
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return value === undefined ? {} : { [key]: value } as { [P in K]?: V };
 }
 
 function parseWorkers(value: unknown): number {

@@ -50,6 +50,7 @@ const ALL_FLAGS = [
   "--header-timeout <N>",
   "--max-message-size <BYTES>",
   "--workers <N>",
+  "--metrics <[HOST:]PORT>",
   "--max-connections <N>",
   "--max-connections-per-ip <N>",
   "--log-format <FORMAT>",

@@ -10,6 +10,7 @@ import {
   upgradeRequest,
   within,
 } from "./_helpers.ts";
+import { parseMetricsAddress } from "../src/cli.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -243,4 +244,46 @@ Deno.test("--metrics counts an origin refusal", async () => {
   const text = await scrape(base);
   assert.equal(sample(text, 'websockify_handshake_failures_total{reason="origin"}'), 1);
   assert.equal(sample(text, "websockify_auth_failures_total"), 0);
+});
+
+Deno.test("--metrics counts auth and token refusals", async () => {
+  const directory = await Deno.makeTempDir();
+  try {
+    await using target = startTarget();
+    await Deno.writeTextFile(`${directory}/tokens`, `good: 127.0.0.1:${target.port}\n`);
+    const proxy = await startProxy([
+      "--token-plugin",
+      "ReadOnlyTokenFile",
+      "--token-source",
+      `${directory}/tokens`,
+      "--auth-plugin",
+      "BasicHTTPAuth",
+      "--auth-source",
+      "user:secret",
+      "--metrics",
+      "127.0.0.1:0",
+      "127.0.0.1:0",
+    ]);
+    await using _proxy = proxy;
+    const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
+    const base = `http://${match[1]}`;
+    const unknown = await rawExchange(proxy.port, upgradeRequest("/?token=bad"));
+    assert.match(decoder.decode(unknown), /^HTTP\/1\.1 404/);
+    const unauthorized = await rawExchange(proxy.port, upgradeRequest("/?token=good"));
+    assert.match(decoder.decode(unauthorized), /^HTTP\/1\.1 401/);
+    const text = await scrape(base);
+    assert.equal(sample(text, 'websockify_handshake_failures_total{reason="token"}'), 1);
+    assert.equal(sample(text, 'websockify_handshake_failures_total{reason="auth"}'), 1);
+    assert.equal(sample(text, "websockify_auth_failures_total"), 1);
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+});
+
+Deno.test("parseMetricsAddress() takes PORT, HOST:PORT and [IPv6]:PORT", () => {
+  assert.equal(parseMetricsAddress(undefined), undefined);
+  assert.deepEqual(parseMetricsAddress("9100"), { host: "127.0.0.1", port: 9100 });
+  assert.deepEqual(parseMetricsAddress("0.0.0.0:9100"), { host: "0.0.0.0", port: 9100 });
+  assert.deepEqual(parseMetricsAddress("[::1]:0"), { host: "::1", port: 0 });
+  assert.throws(() => parseMetricsAddress(":9100"), /--metrics needs a host before ':'/);
 });
