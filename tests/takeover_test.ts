@@ -99,6 +99,7 @@ Deno.test("--reuse-port: a second proxy takes over the port while the first drai
     // Without --reuse-port the port is taken: a start-up error, and A keeps serving.
     const refused = await runMain([`127.0.0.1:${a.port}`, target], { timeoutMs: 15000 });
     assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /is already in use/);
     await using b = await startProxy(["--reuse-port", `127.0.0.1:${a.port}`, target]);
     assert.equal(b.port, a.port);
     await new Promise((resolve) => setTimeout(resolve, 300));
