@@ -4,7 +4,7 @@
  * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
  * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
  * busy the server and the load side were in each test (which side limited the figure).
- * `--only throughput,latency,setup,concurrency,newcomer,idle` runs some parts.
+ * `--only throughput,latency,setup,stdio,concurrency,newcomer,idle` runs some parts.
  *
  * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
  * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
@@ -352,7 +352,15 @@ interface Row {
 }
 
 /** The parts of the bench `--only` can pick. */
-const SECTIONS = ["throughput", "latency", "setup", "concurrency", "newcomer", "idle"] as const;
+const SECTIONS = [
+  "throughput",
+  "latency",
+  "setup",
+  "stdio",
+  "concurrency",
+  "newcomer",
+  "idle",
+] as const;
 type Section = typeof SECTIONS[number];
 
 /** A load generator's CPU figures, kept on `row` under `name`. */
@@ -405,6 +413,7 @@ async function main(): Promise<void> {
       throughput: throughputPart,
       latency: latencyPart,
       setup: setupPart,
+      stdio: stdioPart,
       concurrency: async (run) => {
         for (const connections of [1000, 5000]) await concurrencyPart(run, connections);
       },
@@ -422,6 +431,10 @@ async function main(): Promise<void> {
       workers: options.workers,
     };
     const names = run.subjects.map((s) => s.name);
+    // The stdio part's comparison has a column of its own.
+    if (run.rows.some((row) => row.values.has("websocketd") || row.notes.has("websocketd"))) {
+      names.push("websocketd");
+    }
     console.log(renderTable(run.rows, names, python, info));
     console.log("");
     console.log(renderCpuTable(run.rows, names, python));
@@ -605,6 +618,86 @@ async function setupPart(run: BenchRun): Promise<void> {
     }
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
+}
+
+const WEBSOCKETD = "/usr/bin/websocketd";
+
+/** The proxy running `cat` per session over stdio, in line mode (`--stdio --stdio-text`). */
+async function startDenoStdio(options: Options): Promise<Subject> {
+  const child = new Child(
+    Deno.execPath(),
+    ["run", "--allow-all", "--unstable-net", "main.ts", "--stdio", "--stdio-text"]
+      .concat(["127.0.0.1:0", "--", "cat"]),
+    pin(options, SERVER_CPU),
+    await startTaskEnv(),
+  );
+  const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The stdio proxy");
+  const port = Number(match[1]);
+  await waitConnectable(port, 10_000);
+  return {
+    name: "deno",
+    route: { kind: "ws", port, modeByte: false },
+    pids: [child.pid],
+    stop: () => child.stop(),
+  };
+}
+
+/** Debian's websocketd running `cat` per session (line mode, its default). */
+async function startWebsocketd(options: Options): Promise<Subject> {
+  const port = await freePort();
+  const child = new Child(
+    WEBSOCKETD,
+    ["--address=127.0.0.1", `--port=${port}`, "--loglevel=error", "cat"],
+    pin(options, SERVER_CPU),
+    { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+  );
+  await waitConnectable(port, 20_000);
+  return {
+    name: "websocketd",
+    route: { kind: "ws", port, modeByte: false },
+    pids: [child.pid],
+    stop: () => child.stop(),
+  };
+}
+
+// Program sessions over stdio: each set-up starts `cat`, echoes one line through it and closes.
+// The proxy (`--stdio --stdio-text -- cat`) against websocketd, rounds alternating; the figures
+// sit in the deno and websocketd columns, their ratio in the note of the websocketd column.
+async function stdioPart(run: BenchRun): Promise<void> {
+  log("- program sessions over stdio");
+  const row = run.row(
+    "stdio: sessions of `cat`, 1 line echoed, close (4 parallel)",
+    "conn/s",
+    true,
+  );
+  const haveWebsocketd = await Deno.stat(WEBSOCKETD).then(() => true, () => false);
+  const subjects = [await startDenoStdio(run.options)];
+  try {
+    if (haveWebsocketd) subjects.push(await startWebsocketd(run.options));
+    const rates = new Map<string, number[]>();
+    for (let round = 0; round < run.repeats; round++) {
+      for (const subject of subjects) {
+        const result = await load(run.options, subject, {
+          test: "setup",
+          windowMs: run.windowMs,
+          parallel: 4,
+          line: "hello",
+        });
+        pushTo(rates, subject.name, result.rate as number);
+        keepCpu(row, subject.name, result);
+        if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
+      }
+    }
+    for (const [name, list] of rates) row.values.set(name, median(list));
+    const deno = row.values.get("deno");
+    const other = row.values.get("websocketd");
+    if (!haveWebsocketd) row.notes.set("websocketd", `not installed (${WEBSOCKETD})`);
+    else if (deno !== undefined && other !== undefined && other > 0 && Number.isFinite(deno)) {
+      row.notes.set("websocketd", `deno / websocketd ${(deno / other).toFixed(2)}`);
+    }
+  } finally {
+    for (const subject of subjects) await subject.stop();
+  }
 }
 
 // Runs alternate between the ws echo server and the proxies, all on the same processes (the

@@ -428,16 +428,18 @@ async function setup(route: Route, options: Json): Promise<Json> {
   const deadline = performance.now() + windowMs;
   let completed = 0;
   let failed = 0;
-  const message = encode(
-    route,
-    withMode(route.modeByte ? "E" : "", Buffer.from("0123456789abcdef")),
-  );
+  // `line`: a text message for a program over stdio (`cat` echoes it as one text message).
+  const line = options.line as string | undefined;
+  const message = line !== undefined
+    ? maskedFrame(1, Buffer.from(line))
+    : encode(route, withMode(route.modeByte ? "E" : "", Buffer.from("0123456789abcdef")));
+  const expected = line !== undefined ? Buffer.byteLength(line) : 16;
   const close = route.kind === "ws" ? maskedFrame(8, new Uint8Array([0x03, 0xe8])) : undefined;
   const loop = async () => {
     while (performance.now() < deadline) {
       try {
         const connection = await open(route, 5000);
-        const echoed = receive(connection, 16);
+        const echoed = receive(connection, expected);
         connection.socket.write(message);
         await withTimeout(echoed, 5000);
         if (close) {

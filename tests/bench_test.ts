@@ -56,6 +56,29 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.match(limit!, /^(proxy CPU|load side CPU|neither core saturated)$/);
 });
 
+Deno.test("bench --quick --only stdio compares program sessions with websocketd", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "stdio",
+    "--no-python",
+    "--no-pin",
+  ]);
+  assert.equal(code, 0, stderr);
+  const [figures, cpu] = stdout.split("CPU use during each test");
+  assert.ok(figures && cpu, `no CPU table in:\n${stdout}`);
+  const header = rowOf(figures, "test | unit");
+  assert.deepEqual(header.slice(0, 5), ["test", "unit", "direct", "deno", "websocketd"]);
+  const [, unit, , deno, websocketd] = rowOf(figures, "stdio:");
+  assert.equal(unit, "conn/s");
+  assert.match(deno!, /^[\d,.]+$/, "deno figure");
+  assert.match(websocketd!, /^[\d,.]+ \(deno \/ websocketd \d+\.\d\d\)$/, "websocketd figure");
+  assert.doesNotMatch(stdout, /set-up: handshake|echo round trip|ws→tcp/);
+  const [, , denoCpu, websocketdCpu] = rowOf(cpu, "stdio:");
+  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
+  assert.match(websocketdCpu!, /^\d+ % \/ \d+ %$/);
+});
+
 Deno.test("bench refuses an unknown --only part with the list of parts", async () => {
   const { code, stderr } = await bench(["--only", "latency,warp"]);
   assert.notEqual(code, 0);
