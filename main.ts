@@ -13,9 +13,8 @@ import { ConfigError, errorMessage, StartupError } from "./src/errors.ts";
 import { closeLogging, flushLog, getLog, setupLogging } from "./src/ops/log.ts";
 import { type ServerParts, startServer } from "./src/server.ts";
 import { forkWorkers, workerRole } from "./src/ops/workers.ts";
-import { Metrics } from "./src/ops/metrics.ts";
-import { type MetricsServer, startMetricsServer } from "./src/ops/metrics_server.ts";
-import { announcePeer, createPeerDirectory, type PeerDirectory } from "./src/ops/metrics_peers.ts";
+import type { MetricsServer } from "./src/ops/metrics_server.ts";
+import type { PeerDirectory } from "./src/ops/metrics_peers.ts";
 import { checkTargetTls } from "./src/targets/target_tls.ts";
 import { ServerTls } from "./src/listen/tls.ts";
 import type { CommandWrapper } from "./src/wrap/mod.ts";
@@ -139,23 +138,28 @@ async function main(): Promise<number> {
   try {
     wrap = await prepareWrap(config);
     parts = await loadParts(config, wrap);
-    if (config.metrics !== undefined && role.kind === "worker") {
-      // Each worker serves its own registry on loopback; the primary's /metrics sums them.
+    if (config.metrics !== undefined) {
+      // Loaded only with --metrics: prom-client costs start-up time and memory otherwise.
+      const { Metrics } = await import("./src/ops/metrics.ts");
+      const { startMetricsServer } = await import("./src/ops/metrics_server.ts");
+      const { announcePeer, createPeerDirectory } = await import("./src/ops/metrics_peers.ts");
       const metrics = new Metrics();
-      metricsServer = await startMetricsServer(metrics, "127.0.0.1", 0);
-      await announcePeer(metricsServer.address);
-      parts = { ...parts, metrics };
-    } else if (config.metrics !== undefined) {
-      const metrics = new Metrics();
-      metricsPeers = multi ? await createPeerDirectory() : undefined;
-      const peers = metricsPeers?.peers;
-      metricsServer = await startMetricsServer(
-        metrics,
-        config.metrics.host,
-        config.metrics.port,
-        peers ? { peers } : {},
-      );
-      parts = { ...parts, metrics, metricsAddress: metricsServer.address };
+      if (role.kind === "worker") {
+        // Each worker serves its own registry on loopback; the primary's /metrics sums them.
+        metricsServer = await startMetricsServer(metrics, "127.0.0.1", 0);
+        await announcePeer(metricsServer.address);
+        parts = { ...parts, metrics };
+      } else {
+        metricsPeers = multi ? await createPeerDirectory() : undefined;
+        const peers = metricsPeers?.peers;
+        metricsServer = await startMetricsServer(
+          metrics,
+          config.metrics.host,
+          config.metrics.port,
+          peers ? { peers } : {},
+        );
+        parts = { ...parts, metrics, metricsAddress: metricsServer.address };
+      }
     }
     server = await startServer(config, parts, {
       reusePort: multi || config.reusePort,
