@@ -1,0 +1,205 @@
+/**
+ * nginx as the TLS terminator in front of the proxy, with the exact server block shipped in
+ * `deploy/nginx.conf` (only its placeholders replaced, wrapped in a minimal `events {}`/`http {}`
+ * envelope with temporary paths). A wss:// client verifying nginx's certificate against the test
+ * CA connects from 127.0.0.2, so that the client address the proxy logs (from X-Forwarded-For,
+ * with `--trusted-proxy 127.0.0.1`) differs from nginx's own 127.0.0.1.
+ */
+
+import assert from "node:assert/strict";
+import { WebSocket } from "ws";
+import { randomBytes, startEcho, startProxy, within } from "./_helpers.ts";
+import { makeTestPki } from "./_tls_helpers.ts";
+
+const NGINX = "/usr/sbin/nginx";
+const DEPLOYED = new URL("../deploy/nginx.conf", import.meta.url).pathname;
+
+/** A loopback port that was free a moment ago (nginx binds it itself). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** deploy/nginx.conf with its placeholders replaced; throws if one is left or missing. */
+async function deployedServerBlock(values: Record<string, string>): Promise<string> {
+  let text = await Deno.readTextFile(DEPLOYED);
+  for (const [name, value] of Object.entries(values)) {
+    const placeholder = `@${name}@`;
+    assert.ok(text.includes(placeholder), `deploy/nginx.conf has no ${placeholder}`);
+    text = text.replaceAll(placeholder, value);
+  }
+  const left = text.split("\n").filter((line) => !line.trimStart().startsWith("#"))
+    .join("\n").match(/@[A-Z_]+@/);
+  assert.equal(left, null, `deploy/nginx.conf has a placeholder the test does not fill: ${left}`);
+  return text;
+}
+
+interface Nginx extends AsyncDisposable {
+  readonly port: number;
+  output(): string;
+}
+
+async function startNginx(proxyPort: number, cert: string, key: string): Promise<Nginx> {
+  const dir = await Deno.makeTempDir({ prefix: "nginx-tls-" });
+  const port = freePort();
+  const server = await deployedServerBlock({
+    LISTEN: `127.0.0.1:${port}`,
+    CERT: cert,
+    KEY: key,
+    PROXY_PORT: String(proxyPort),
+  });
+  const config = `${dir}/nginx.conf`;
+  const root = Deno.uid() === 0 ? "user root;\n" : "";
+  await Deno.writeTextFile(
+    config,
+    `${root}daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log stderr notice;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+${server}
+}
+`,
+  );
+  const child = new Deno.Command(NGINX, {
+    args: ["-p", dir, "-c", config, "-e", "stderr"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  let exited = false;
+  child.status.then(() => (exited = true));
+  const decoder = new TextDecoder();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) output += decoder.decode(chunk);
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    }, 5000);
+    await child.status;
+    clearTimeout(timer);
+    await collecting;
+    await Deno.remove(dir, { recursive: true });
+  };
+  try {
+    for (let attempt = 0;; attempt++) {
+      if (exited) throw new Error("nginx exited before listening");
+      if (attempt === 100) throw new Error(`nginx is not listening on ${port} after 10 s`);
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        break;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  } catch (error) {
+    await stop();
+    throw new Error(`${error}\n${output}`);
+  }
+  return { port, output: () => output, [Symbol.asyncDispose]: stop };
+}
+
+/** Opens a wss:// client that trusts only `ca`, from `localAddress`; collects binary data. */
+async function connectWss(url: string, ca: string, localAddress: string) {
+  const ws = new WebSocket(url, [], {
+    ca: await Deno.readTextFile(ca),
+    localAddress,
+    perMessageDeflate: false,
+  });
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  let wake: (() => void) | undefined;
+  ws.on("message", (data: Buffer, isBinary: boolean) => {
+    assert.ok(isBinary, "the proxy sends binary frames");
+    chunks.push(new Uint8Array(data));
+    received += data.length;
+    wake?.();
+  });
+  const closed = new Promise<number>((resolve) => ws.on("close", (code: number) => resolve(code)));
+  await within(
+    new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+    }),
+    10000,
+    `WebSocket open ${url}`,
+  );
+  ws.on("error", () => {});
+  /** Resolves with exactly `count` bytes (across messages), failing on more or after 10 s. */
+  const receiveBytes = async (count: number): Promise<Uint8Array> => {
+    const deadline = Date.now() + 10000;
+    while (received < count) {
+      assert.ok(ws.readyState === ws.OPEN, `closed after ${received} of ${count} bytes`);
+      await within(new Promise<void>((resolve) => (wake = resolve)), deadline - Date.now(), "data");
+    }
+    const all = new Uint8Array(received);
+    let offset = 0;
+    for (const chunk of chunks.splice(0)) {
+      all.set(chunk, offset);
+      offset += chunk.length;
+    }
+    assert.equal(received, count, "more bytes than were sent");
+    received = 0;
+    return all;
+  };
+  return { ws, receiveBytes, closed };
+}
+
+Deno.test("deploy/nginx.conf terminates TLS for wss:// and forwards the client address", async () => {
+  const pki = await makeTestPki();
+  try {
+    await using target = startEcho();
+    await using proxy = await startProxy([
+      "--trusted-proxy",
+      "127.0.0.1",
+      "127.0.0.1:0",
+      `127.0.0.1:${target.port}`,
+    ]);
+    await using nginx = await startNginx(proxy.port, pki.serverCert, pki.serverKey);
+
+    // An untrusted certificate is refused: the client really verifies nginx's certificate.
+    await assert.rejects(
+      connectWss(`wss://127.0.0.1:${nginx.port}/`, pki.otherCaCert, "127.0.0.2"),
+      /certificate/i,
+    );
+
+    const client = await connectWss(`wss://127.0.0.1:${nginx.port}/`, pki.caCert, "127.0.0.2");
+    for (const size of [1, 1000, 1024 * 1024]) {
+      const payload = randomBytes(size);
+      client.ws.send(payload);
+      assert.deepEqual(await client.receiveBytes(size), payload, `${size} bytes echoed`);
+    }
+    client.ws.close(1000);
+    assert.equal(await within(client.closed, 10000, "close"), 1000);
+
+    await proxy.waitFor(
+      /127\.0\.0\.2 - - \[[^\]]+\] 127\.0\.0\.2: connecting to: 127\.0\.0\.1:/,
+    );
+    assert.doesNotMatch(proxy.stderr(), /127\.0\.0\.1: connecting to/);
+    assert.equal(target.connections.length, 1);
+    assert.doesNotMatch(nginx.output(), /\[(emerg|alert|crit)\]/);
+  } finally {
+    await pki.cleanup();
+  }
+});
