@@ -14,85 +14,10 @@ import {
   startProxy,
   upgradeRequest,
 } from "./_helpers.ts";
+import { type Balancer, freePort, runBalancer } from "./_balancer_helpers.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
 const NGINX = "/usr/sbin/nginx";
-
-/** A loopback port that was free a moment ago (the balancers bind it themselves). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Waits until `port` accepts TCP connections, bounded. */
-async function waitListening(port: number, child: Deno.ChildProcess, what: string): Promise<void> {
-  let exited = false;
-  child.status.then(() => (exited = true));
-  for (let attempt = 0; attempt < 100; attempt++) {
-    if (exited) throw new Error(`${what} exited before listening`);
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  throw new Error(`${what} is not listening on ${port} after 10 s`);
-}
-
-interface Balancer extends AsyncDisposable {
-  readonly port: number;
-  output(): string;
-}
-
-/** Runs `program` with `args` until disposed; collects its stderr. */
-async function runBalancer(
-  program: string,
-  args: string[],
-  port: number,
-  cleanup: string,
-): Promise<Balancer> {
-  const child = new Deno.Command(program, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  const decoder = new TextDecoder();
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) output += decoder.decode(chunk);
-  };
-  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    await collecting;
-    await Deno.remove(cleanup, { recursive: true });
-  };
-  try {
-    await waitListening(port, child, program);
-  } catch (error) {
-    await stop();
-    throw new Error(`${error}\n${output}`);
-  }
-  return { port, output: () => output, [Symbol.asyncDispose]: stop };
-}
 
 async function startHaproxy(backendPort: number, sendProxy: string): Promise<Balancer> {
   const dir = await Deno.makeTempDir({ prefix: "haproxy-" });

@@ -10,6 +10,7 @@ import {
   upgradeRequest,
   within,
 } from "./_helpers.ts";
+import { sample, scrape } from "./_metrics_helpers.ts";
 import { parseMetricsAddress } from "../src/cli.ts";
 
 const encoder = new TextEncoder();
@@ -21,20 +22,6 @@ async function startWithMetrics(port: number): Promise<{ proxy: ProxyProcess; ba
   const proxy = await startProxy(["--metrics", "127.0.0.1:0", "127.0.0.1:0", `127.0.0.1:${port}`]);
   const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) \(\/metrics, \/healthz\)/);
   return { proxy, base: `http://${match[1]}` };
-}
-
-async function scrape(base: string): Promise<string> {
-  const response = await fetch(`${base}/metrics`);
-  assert.equal(response.status, 200);
-  assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
-  return await response.text();
-}
-
-/** The value of the sample `series` (name with labels, as printed) in `text`. */
-function sample(text: string, series: string): number {
-  const line = text.split("\n").find((line) => line.startsWith(`${series} `));
-  assert.ok(line, `no sample ${series} in:\n${text}`);
-  return Number(line.slice(series.length + 1));
 }
 
 /** Scrapes until `series` has `value` (sessions end asynchronously), for at most 10 s. */

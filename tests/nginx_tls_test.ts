@@ -9,18 +9,11 @@
 import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import { randomBytes, startEcho, startProxy, within } from "./_helpers.ts";
+import { type Balancer, freePort, runBalancer } from "./_balancer_helpers.ts";
 import { makeTestPki } from "./_tls_helpers.ts";
 
 const NGINX = "/usr/sbin/nginx";
 const DEPLOYED = new URL("../deploy/nginx.conf", import.meta.url).pathname;
-
-/** A loopback port that was free a moment ago (nginx binds it itself). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** deploy/nginx.conf with its placeholders replaced; throws if one is left or missing. */
 async function deployedServerBlock(values: Record<string, string>): Promise<string> {
@@ -36,12 +29,7 @@ async function deployedServerBlock(values: Record<string, string>): Promise<stri
   return text;
 }
 
-interface Nginx extends AsyncDisposable {
-  readonly port: number;
-  output(): string;
-}
-
-async function startNginx(proxyPort: number, cert: string, key: string): Promise<Nginx> {
+async function startNginx(proxyPort: number, cert: string, key: string): Promise<Balancer> {
   const dir = await Deno.makeTempDir({ prefix: "nginx-tls-" });
   const port = freePort();
   const server = await deployedServerBlock({
@@ -70,54 +58,7 @@ ${server}
 }
 `,
   );
-  const child = new Deno.Command(NGINX, {
-    args: ["-p", dir, "-c", config, "-e", "stderr"],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  let exited = false;
-  child.status.then(() => (exited = true));
-  const decoder = new TextDecoder();
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) output += decoder.decode(chunk);
-  };
-  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    await collecting;
-    await Deno.remove(dir, { recursive: true });
-  };
-  try {
-    for (let attempt = 0;; attempt++) {
-      if (exited) throw new Error("nginx exited before listening");
-      if (attempt === 100) throw new Error(`nginx is not listening on ${port} after 10 s`);
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        break;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
-  } catch (error) {
-    await stop();
-    throw new Error(`${error}\n${output}`);
-  }
-  return { port, output: () => output, [Symbol.asyncDispose]: stop };
+  return await runBalancer(NGINX, ["-p", dir, "-c", config, "-e", "stderr"], port, dir);
 }
 
 /** Opens a wss:// client that trusts only `ca`, from `localAddress`; collects binary data. */

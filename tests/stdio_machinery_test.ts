@@ -12,20 +12,9 @@ import {
   upgradeRequest,
   within,
 } from "./_helpers.ts";
+import { sample, scrape } from "./_metrics_helpers.ts";
 
 const decoder = new TextDecoder();
-
-async function scrape(base: string): Promise<string> {
-  const response = await fetch(`${base}/metrics`);
-  assert.equal(response.status, 200);
-  return await response.text();
-}
-
-function sample(text: string, series: string): number {
-  const line = text.split("\n").find((line) => line.startsWith(`${series} `));
-  assert.ok(line, `no sample ${series} in:\n${text}`);
-  return Number(line.slice(series.length + 1));
-}
 
 Deno.test("--stdio with --origin, --max-connections, --metrics and --heartbeat", async () => {
   const proxy = await startProxy([

@@ -12,6 +12,7 @@ import {
   type TestClient,
   within,
 } from "./_helpers.ts";
+import { freePort } from "./_balancer_helpers.ts";
 import { parseArgs } from "../src/cli.ts";
 
 const decoder = new TextDecoder();
@@ -274,13 +275,6 @@ async function exchange(address: string, lines: string[]): Promise<(string | Uin
   client.ws.close(1000);
   await within(client.closed, 10000, "close");
   return received;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 async function waitForPort(port: number): Promise<void> {

@@ -1,0 +1,80 @@
+/**
+ * Running a real balancer (haproxy, nginx) from a test: a free loopback port, the process with its
+ * output collected, a bounded wait until it listens, and a stop that always reaps it.
+ */
+
+/** A loopback port that was free a moment ago (the balancers bind it themselves). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Waits until `port` accepts TCP connections, bounded. */
+async function waitListening(port: number, child: Deno.ChildProcess, what: string): Promise<void> {
+  let exited = false;
+  child.status.then(() => (exited = true));
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if (exited) throw new Error(`${what} exited before listening`);
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error(`${what} is not listening on ${port} after 10 s`);
+}
+
+export interface Balancer extends AsyncDisposable {
+  readonly port: number;
+  output(): string;
+}
+
+/** Runs `program` with `args` until disposed; collects its stderr. */
+export async function runBalancer(
+  program: string,
+  args: string[],
+  port: number,
+  cleanup: string,
+): Promise<Balancer> {
+  const child = new Deno.Command(program, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) output += decoder.decode(chunk);
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    }, 5000);
+    await child.status;
+    clearTimeout(timer);
+    await collecting;
+    await Deno.remove(cleanup, { recursive: true });
+  };
+  try {
+    await waitListening(port, child, program);
+  } catch (error) {
+    await stop();
+    throw new Error(`${error}\n${output}`);
+  }
+  return { port, output: () => output, [Symbol.asyncDispose]: stop };
+}
