@@ -22,6 +22,35 @@ function childrenOf(pid: number): number[] {
   return found;
 }
 
+/** The socket inodes of the TCP listeners on `port` (`/proc/net/tcp` and `tcp6`). */
+function listenerInodes(port: number): Set<string> {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of Deno.readTextFileSync(table).split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+      if (fields[1]?.endsWith(`:${hexPort}`) && fields[3] === "0A") inodes.add(fields[9]!);
+    }
+  }
+  return inodes;
+}
+
+/** Whether process `pid` holds a listening socket on `port`. */
+function listensOn(pid: number, port: number): boolean {
+  const inodes = listenerInodes(port);
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const link = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+      const inode = link.match(/^socket:\[(\d+)\]$/)?.[1];
+      if (inode !== undefined && inodes.has(inode)) return true;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false;
+}
+
 function socketCount(pid: number): number {
   let count = 0;
   for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
@@ -71,16 +100,17 @@ Deno.test("--workers 2 serves one port from two processes and stops both on SIGT
     void (async () => {
       while (!(await reader.read()).done) { /* drain */ }
     })();
-    // The forked worker binds the same port; wait until it is up.
+    // The forked worker binds the same port; wait until it listens there (its other sockets,
+    // such as the cluster channel, exist long before: on a busy machine its start-up takes seconds).
     let workers: number[] = [];
-    const until = Date.now() + 15_000;
+    const until = Date.now() + 30_000;
     while (Date.now() < until) {
       workers = childrenOf(proxy.pid);
-      if (workers.length === 1 && socketCount(workers[0]!) >= 1) break;
+      if (workers.length === 1 && listensOn(workers[0]!, port)) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     assert.equal(workers.length, 1, "one forked worker");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.ok(listensOn(workers[0]!, port), `the worker never listened on port ${port}`);
     const before = [socketCount(proxy.pid), socketCount(workers[0]!)];
     for (let index = 0; index < 40; index++) {
       const client = await RawClient.open(port);
