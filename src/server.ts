@@ -243,10 +243,7 @@ export async function startServer(
     if (delayMs <= 0 || stopping) return drain(reason);
     // --shutdown-delay: still serving while the balancer's health check sees the 503.
     if (metrics) metrics.draining = true;
-    log.info(
-      `${reason}: /healthz answers 503, sessions are closed in ${delayMs / 1000} s ` +
-        "(--shutdown-delay)",
-    );
+    log.info(`${reason} in ${delayMs / 1000} s (--shutdown-delay); /healthz answers 503 now`);
     delayed = new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, delayMs);
       endDelay = () => {
