@@ -154,6 +154,7 @@ Deno.test("rolling restart of three proxies behind haproxy refuses and fails no 
     const loopStarted = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const timings: string[] = [];
+    const windows: [string, number, number][] = [];
     for (let index = 0; index < 3; index++) {
       const server = `ws${index + 1}`;
       const previous = instances[index]!;
@@ -185,6 +186,7 @@ Deno.test("rolling restart of three proxies behind haproxy refuses and fails no 
       instances[index] = next;
       // 5. haproxy's check sees 200 and puts it back; only then is the next instance restarted.
       await waitStatus(socket, server, "UP");
+      windows.push([server, signalled, Date.now()]);
       timings.push(
         `${server}: down after ${downAfter} ms (check took ${
           down["check_duration"]
@@ -225,12 +227,11 @@ Deno.test("rolling restart of three proxies behind haproxy refuses and fails no 
     assert.equal(result.goingAway, 0, "sessions of the loop were cut with 1001");
     assert.equal(result.echoedAt.length, result.tried);
     assert.ok(result.tried >= 300, `only ${result.tried} sessions were tried`);
-    // Served throughout: no second of the loop without a session that started and echoed.
-    for (let at = loopStarted; at < restartedAt; at += 1000) {
-      assert.ok(
-        result.echoedAt.some((time) => time >= at && time < at + 1000),
-        `no session started ${at - loopStarted} ms into the loop was served`,
-      );
+    // Served throughout: during each restart (SIGTERM to UP again) sessions were started and, as
+    // every session was, served. (The loop's own pace varies with the machine's load.)
+    for (const [server, from, to] of windows) {
+      const served = result.echoedAt.filter((time) => time >= from && time <= to).length;
+      assert.ok(served >= 20, `only ${served} sessions were served while ${server} restarted`);
     }
     // What haproxy saw: no refused connection it had to retry or send elsewhere.
     for (const row of counters) {
