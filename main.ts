@@ -119,7 +119,10 @@ async function main(): Promise<number> {
   let workers: ReturnType<typeof forkWorkers> | undefined;
   const stop = (signal: string) => {
     stopSignal ??= signal;
-    void server?.shutdown(`Got ${signal}: closing sessions and exiting`);
+    void server?.shutdown(
+      `Got ${signal}: closing sessions and exiting`,
+      config.shutdownDelay * 1000,
+    );
     void workers?.stop();
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -240,6 +240,13 @@ const OPTIONS: readonly OptionSpec[] = [
       "bind with SO_REUSEPORT so a new proxy can take over the port while this one drains",
     kind: "flag",
   },
+  {
+    flags: "--shutdown-delay <N>",
+    description:
+      "on SIGTERM/SIGINT, answer /healthz with 503 and keep serving N seconds before draining (needs --metrics)",
+    kind: "seconds",
+    defaultValue: 0,
+  },
   // Client addresses: trusted proxies, PROXY protocol, log format (issue 10).
   {
     flags: "--log-format <FORMAT>",
@@ -514,6 +521,7 @@ function buildConfig(
       maxConnectionsPerIp: parseLimit(values["maxConnectionsPerIp"], "--max-connections-per-ip"),
     },
     reusePort: flag("reusePort"),
+    shutdownDelay: parseShutdownDelay(values["shutdownDelay"], text("metrics")),
     // Client addresses: trusted proxies, PROXY protocol, log format.
     logFormat: text("logFormat") as Config["logFormat"],
     trustedProxy: parseTrustedProxyOption(text("trustedProxy")),
@@ -641,6 +649,17 @@ function parseBytes(value: unknown): number {
     );
   }
   return bytes;
+}
+
+/** `--shutdown-delay N`: only useful with the `/healthz` of `--metrics`, which tells the balancer. */
+function parseShutdownDelay(value: unknown, metrics: string | undefined): number {
+  const seconds = parseSeconds(value, "--shutdown-delay");
+  if (seconds > 0 && metrics === undefined) {
+    throw new ConfigError(
+      "--shutdown-delay needs --metrics: its /healthz 503 is what takes the proxy out of the balancer",
+    );
+  }
+  return seconds;
 }
 
 /** `--metrics [HOST:]PORT`: the metrics listener's address (host 127.0.0.1 by default). */

@@ -186,6 +186,11 @@ export interface Config {
   readonly admission: AdmissionConfig;
   /** `--reuse-port`: bind with `SO_REUSEPORT` (single-machine takeover). @default false */
   readonly reusePort: boolean;
+  /**
+   * `--shutdown-delay`: seconds between a stop signal (when `/healthz` turns 503) and the drain
+   * (listener closed, sessions closed with 1001). @default 0
+   */
+  readonly shutdownDelay: number;
 
   // Client addresses: trusted proxies, PROXY protocol, log format.
   /** `--log-format`: upstream's text lines, or one JSON object per line. @default "text" */

@@ -36,8 +36,12 @@ export interface RunningServer {
   readonly address: string;
   /** Resolves with the exit code once the server has stopped. */
   readonly finished: Promise<number>;
-  /** Stops gracefully: no new connections, sessions closed with 1001. */
-  shutdown(reason: string): Promise<void>;
+  /**
+   * Stops gracefully: no new connections, sessions closed with 1001. With `delayMs`
+   * (`--shutdown-delay`), `/healthz` answers 503 at once and the drain starts `delayMs` later; a
+   * further call during the delay ends it.
+   */
+  shutdown(reason: string, delayMs?: number): Promise<void>;
 }
 
 /** Plugins and providers the server is built with (loaded by `main.ts`). */
@@ -191,6 +195,8 @@ export async function startServer(
     },
   });
   armIdleTimer(0);
+  // /healthz answers 200 only from here on: a balancer never sends to a port not yet listening.
+  if (metrics) metrics.listening = true;
 
   if (start.banner ?? true) printBanner(log, config, listener.address, parts);
 
@@ -227,7 +233,28 @@ export async function startServer(
     return finishing;
   }
 
-  async function shutdown(reason: string): Promise<void> {
+  let delayed: Promise<void> | undefined;
+  let endDelay: (() => void) | undefined;
+  function shutdown(reason: string, delayMs = 0): Promise<void> {
+    if (delayed) {
+      endDelay?.();
+      return delayed;
+    }
+    if (delayMs <= 0 || stopping) return drain(reason);
+    // --shutdown-delay: still serving while the balancer's health check sees the 503.
+    if (metrics) metrics.draining = true;
+    log.info(`${reason} in ${delayMs / 1000} s (--shutdown-delay); /healthz answers 503 now`);
+    delayed = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delayMs);
+      endDelay = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).then(() => drain(reason));
+    return delayed;
+  }
+
+  async function drain(reason: string): Promise<void> {
     if (stopping && finishing) return finishing;
     stopping = true;
     if (metrics) metrics.draining = true;

@@ -126,6 +126,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     trustedProxy: undefined,
     proxyProtocol: false,
     reusePort: false,
+    shutdownDelay: 0,
   });
 });
 
@@ -193,6 +194,7 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   ]],
   [["--proxy-protocol"], (c) => c.proxyProtocol, true],
   [["--reuse-port"], (c) => c.reusePort, true],
+  [["--metrics", "0", "--shutdown-delay", "1.5"], (c) => c.shutdownDelay, 1.5],
 ];
 
 Deno.test("parseArgs() maps every option into its Config field", () => {
@@ -359,6 +361,20 @@ Deno.test("parseArgs() rejects bad command lines with upstream's usage errors", 
     assert.ok(!message.endsWith("."), `trailing period: ${message}`);
     assert.match(message, /^[A-Z]/, `not sentence case: ${message}`);
   }
+});
+
+Deno.test("--shutdown-delay takes seconds and needs --metrics", () => {
+  for (const value of ["-1", "abc", "5s", "1e3"]) {
+    assert.equal(
+      usageError(["--metrics", "0", "--shutdown-delay", value, "6080", "h:1"]),
+      `--shutdown-delay takes a number of seconds (0 or more), not '${value}'`,
+    );
+  }
+  assert.equal(
+    usageError(["--shutdown-delay", "1", "6080", "h:1"]),
+    "--shutdown-delay needs --metrics: its /healthz 503 is what takes the proxy out of the balancer",
+  );
+  assert.equal(run(["--shutdown-delay", "0", "6080", "h:1"]).shutdownDelay, 0);
 });
 
 Deno.test("parseArgs() rejects bad numbers for every numeric option", () => {

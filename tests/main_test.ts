@@ -57,6 +57,7 @@ const ALL_FLAGS = [
   "--trusted-proxy <LIST>",
   "--proxy-protocol",
   "--reuse-port",
+  "--shutdown-delay <N>",
   // Programs over stdio.
   "--stdio",
   "--stdio-grace <N>",

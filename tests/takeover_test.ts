@@ -8,38 +8,9 @@
 
 import assert from "node:assert/strict";
 import { connectClient, runMain, startEcho, startProxy, within } from "./_helpers.ts";
+import { startClientLoop } from "./_client_loop.ts";
 
 const encoder = new TextEncoder();
-
-/** How one session of the client loop ended. */
-type Outcome = "echoed" | "going away" | string;
-
-/**
- * One short session: handshake, one echo, close. A session closed with 1001 after its handshake
- * (accepted by the draining process just before it stopped accepting) is "going away": the
- * client is told to come back. Anything else is a failure text ("handshake: ..." for refused or
- * reset connections).
- */
-async function session(url: string, index: number): Promise<Outcome> {
-  let client;
-  try {
-    client = await connectClient(url);
-  } catch (error) {
-    return `handshake: ${error instanceof Error ? error.message : String(error)}`;
-  }
-  try {
-    const message = encoder.encode(`hello ${index}`);
-    client.ws.send(message);
-    const reply = await client.receiveBytes(message.length, 5000);
-    client.ws.close();
-    await within(client.closed, 5000, "close");
-    return new TextDecoder().decode(reply) === `hello ${index}` ? "echoed" : "wrong echo";
-  } catch (error) {
-    const closed = await within(client.closed, 5000, "close after a failure").catch(() => null);
-    if (closed?.code === 1001) return "going away";
-    return `after the handshake: ${error instanceof Error ? error.message : String(error)}`;
-  }
-}
 
 const MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
 
@@ -74,27 +45,9 @@ Deno.test("--reuse-port: a second proxy takes over the port while the first drai
     held.ws.send(encoder.encode("held"));
     await held.receiveBytes(4);
 
-    // The client loop: one session every 10 ms, at most 600 of them, for at most 6 s.
-    const failures: string[] = [];
-    const results: Promise<void>[] = [];
-    let aExitedAt = Number.POSITIVE_INFINITY;
-    let servedAfterAExited = 0;
-    let goingAway = 0;
-    let running = true;
-    const loop = (async () => {
-      const end = Date.now() + 6000;
-      for (let index = 0; index < 600 && running && Date.now() < end; index++) {
-        const startedAt = Date.now();
-        results.push(
-          session(url, index).then((outcome) => {
-            if (outcome === "going away") goingAway++;
-            else if (outcome !== "echoed") failures.push(`session ${index}: ${outcome}`);
-            else if (startedAt > aExitedAt) servedAfterAExited++;
-          }),
-        );
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-    })();
+    // The client loop of tests/rolling_test.ts: a session every 10 ms, at most 2000 of them, for
+    // at most 20 s (stopped 1 s after A has exited).
+    const loop = startClientLoop(url, { maxSessions: 2000, maxMs: 20000 });
 
     // Without --reuse-port the port is taken: a start-up error, and A keeps serving.
     const refused = await runMain([`127.0.0.1:${a.port}`, target], { timeoutMs: 15000 });
@@ -106,19 +59,22 @@ Deno.test("--reuse-port: a second proxy takes over the port while the first drai
     a.kill("SIGTERM");
     assert.equal((await within(held.closed, 10000, "held session close")).code, 1001);
     const status = await within(a.status, 10000, "A exits");
-    aExitedAt = Date.now();
+    const aExitedAt = Date.now();
     assert.equal(status.code, 0, a.stderr());
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    running = false;
-    await loop;
-    await Promise.all(results);
+    const result = await loop.stop();
 
     console.log(
-      `${results.length} sessions, ${goingAway} closed with 1001 by A, ${failures.length} failed`,
+      `${result.tried} sessions, ${result.goingAway} closed with 1001 by A, ` +
+        `${result.failures.length} failed`,
     );
-    assert.deepEqual(failures, [], `${failures.length} of ${results.length} sessions failed`);
-    assert.ok(results.length >= 50, `only ${results.length} sessions were tried`);
-    assert.ok(servedAfterAExited > 0, "no session was served by B after A exited");
+    assert.deepEqual(result.failures, [], `${result.failures.length} of ${result.tried} failed`);
+    assert.equal(result.echoedAt.length + result.goingAway, result.tried);
+    assert.ok(result.tried >= 50, `only ${result.tried} sessions were tried`);
+    assert.ok(
+      result.echoedAt.some((time) => time > aExitedAt),
+      "no session was served by B after A exited",
+    );
   }));
 
 Deno.test("--reuse-port needs a TCP listener", async () => {

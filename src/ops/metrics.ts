@@ -36,6 +36,8 @@ export class Metrics {
   readonly bytes: ByteCounts = { clientToTarget: 0, targetToClient: 0 };
   /** Set when a drain starts: `/healthz` answers 503 from then on. */
   draining = false;
+  /** Set once the proxy's listener is bound: `/healthz` answers 503 `starting` before. */
+  listening = false;
   readonly #active: client.Gauge;
   readonly #sessions: client.Counter;
   readonly #handshakeFailures: client.Counter<"reason">;

@@ -1,7 +1,7 @@
 /**
  * The `--metrics` listener (`node:http`): `GET /metrics` (Prometheus text) and `GET /healthz`
- * (200 `ok` while serving, 503 `draining` once a shutdown has started). It stays up while
- * sessions drain and is closed last.
+ * (200 `ok` while serving, 503 `starting` until the proxy listens and `draining` once a shutdown
+ * has started, `--shutdown-delay` included). It stays up while sessions drain and is closed last.
  *
  * @module
  */
@@ -54,9 +54,9 @@ export async function startMetricsServer(
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" }).end();
     } else if (path === "/healthz") {
-      const status = metrics.draining ? 503 : 200;
-      res.writeHead(status, { "content-type": "text/plain" });
-      res.end(metrics.draining ? "draining\n" : "ok\n");
+      const state = metrics.draining ? "draining" : metrics.listening ? "ok" : "starting";
+      res.writeHead(state === "ok" ? 200 : 503, { "content-type": "text/plain" });
+      res.end(`${state}\n`);
     } else if (path === "/metrics") {
       exposition().then(
         (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
