@@ -1,13 +1,26 @@
 /**
- * Measurement prototype (issue 12): a minimal ws:// -> TCP relay on Deno.listen / Deno.Conn,
- * with our framer. Not the proxy. `deno run -A scripts/native_proto.ts PORT TARGET_PORT`.
+ * Measurement prototype for issue 12 (docs/decisions.md, "Native Deno.Conn path for plain ws://
+ * (issue 12)"): minimal ws:// -> TCP relays with the proxy's framer and handshake response and
+ * nothing else (no logging, limits, close handshake rules or backpressure beyond awaiting each
+ * write). Not the proxy; kept so the comparison can be repeated:
+ *
+ *     deno run -A scripts/native_proto.ts PORT TARGET_PORT
+ *
+ * - default: `Deno.listen` accept loop, `conn.read()` into one reused buffer per session (4 KiB
+ *   from the client, 64 KiB from the target), target on `Deno.connect`;
+ * - `NET_TARGET=1`: the same client side, target on `node:net`;
+ * - `NET_ALL=1`: `node:net` on both sides, the same minimal logic.
+ *
+ * Drive it with `scripts/loadgen.c` (echo, setup, idle, newcomer) against the bench's target.
+ *
+ * @module
  */
 import {
-  FrameReader,
+  encodeFrame,
   frameHeaderSize,
+  FrameReader,
   OPCODE,
   writeFrameHeader,
-  encodeFrame,
 } from "../src/websocket/framer.ts";
 import { switchingProtocolsResponse } from "../src/websocket/handshake.ts";
 import net from "node:net";
@@ -25,6 +38,11 @@ async function acceptLoop(): Promise<void> {
   for await (const conn of listener) void session(conn).catch(() => {});
 }
 
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
 function findEnd(buf: Uint8Array, n: number): number {
   for (let i = 3; i < n; i++) {
     if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
@@ -34,7 +52,7 @@ function findEnd(buf: Uint8Array, n: number): number {
 
 async function session(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
-  let buf = new Uint8Array(4096);
+  const buf = new Uint8Array(4096);
   let n = 0;
   let end = -1;
   while (end < 0) {
@@ -74,7 +92,7 @@ async function session(conn: Deno.TcpConn): Promise<void> {
         const size = frameHeaderSize(r);
         const start = 10 - size;
         writeFrameHeader(out.subarray(start), size, OPCODE.binary, r);
-        await conn.write(out.subarray(start, 10 + r));
+        await writeAll(conn, out.subarray(start, 10 + r));
       }
     } catch { /* gone */ }
   })();
@@ -82,10 +100,7 @@ async function session(conn: Deno.TcpConn): Promise<void> {
     if (pieces.length === 0) return;
     const list = pieces;
     pieces = [];
-    if (list.length === 1) {
-      await target.write(list[0]!);
-      return;
-    }
+    if (list.length === 1) return writeAll(target, list[0]!);
     let total = 0;
     for (const p of list) total += p.length;
     const joined = new Uint8Array(total);
@@ -94,7 +109,7 @@ async function session(conn: Deno.TcpConn): Promise<void> {
       joined.set(p, o);
       o += p.length;
     }
-    await target.write(joined);
+    await writeAll(target, joined);
   };
   try {
     if (n > end) {
