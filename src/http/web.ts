@@ -21,7 +21,6 @@
 import type * as http from "node:http";
 import { realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
-import send from "send";
 import type { WebConfig } from "../config.ts";
 import { errorMessage } from "../errors.ts";
 import { toAuthError, writeAuthError } from "../auth/response.ts";
@@ -136,7 +135,7 @@ async function serve(
       await writeListing(response, resolved.path, resolved.urlPath);
       return;
     case "file":
-      sendFile(request, response, resolved.root, resolved.path);
+      await sendFile(request, response, resolved.root, resolved.path);
   }
 }
 
@@ -220,12 +219,14 @@ async function realpathOrUndefined(path: string): Promise<string | undefined> {
 }
 
 /** Streams the file `path` (resolved, inside `root`) with `send`'s caching and range support. */
-function sendFile(
+async function sendFile(
   request: http.IncomingMessage,
   response: http.ServerResponse,
   root: string,
   path: string,
-): void {
+): Promise<void> {
+  // Loaded on first use: only `--web` needs it, and it is a large part of the start-up.
+  const { default: send } = await import("send");
   const prefix = root.endsWith("/") ? root : `${root}/`;
   // `send` percent-decodes the path it is given, so hand it an encoded one.
   const relative = path.slice(prefix.length).split("/").map(encodeURIComponent).join("/");

@@ -177,7 +177,7 @@ export class Listener {
       : formatPeer(socket.remoteAddress, socket.remotePort);
     const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
     const timeoutMs = this.#options.headerTimeoutMs;
-    const timer = timeoutMs > 0
+    let timer = timeoutMs > 0
       ? setTimeout(() => {
         this.#options.log.child({ peer }).debug(
           `Closing a client that sent no complete request within ${timeoutMs / 1000} s`,
@@ -185,7 +185,11 @@ export class Listener {
         socket.destroy();
       }, timeoutMs)
       : undefined;
-    const headersDone = () => clearTimeout(timer);
+    // Drops the cleared timer too: the connection's info (which holds this) lives as long as it.
+    const headersDone = () => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
     socket.once("close", headersDone);
     if (!unix) socket.setNoDelay(true);
     socket.setKeepAlive(true);

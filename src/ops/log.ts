@@ -54,22 +54,47 @@ export function getLog(category: string): Log {
 }
 
 function wrap(logger: ReturnType<typeof getLogger>): Log {
+  return new WrappedLog(logger);
+}
+
+// A class rather than an object of arrow functions: two of these exist per session (peer and
+// session context), and methods on the prototype cost no closures per instance.
+class WrappedLog implements Log {
+  readonly #logger: ReturnType<typeof getLogger>;
+
+  constructor(logger: ReturnType<typeof getLogger>) {
+    this.#logger = logger;
+  }
+
   // Tagged templates keep `{...}` in paths and reasons from being read as placeholders.
-  return {
-    debug: (text) => logger.debug`${text}`,
-    info: (text, fields) => (fields ? logger.with(fields) : logger).info`${text}`,
-    infoBatched: (text, fields) => {
-      batching = true;
-      try {
-        (fields ? logger.with(fields) : logger).info`${text}`;
-      } finally {
-        batching = false;
-      }
-    },
-    warn: (text) => logger.warn`${text}`,
-    error: (text) => logger.error`${text}`,
-    child: (context) => wrap(logger.with({ ...context })),
-  };
+  debug(text: string): void {
+    this.#logger.debug`${text}`;
+  }
+
+  info(text: string, fields?: LogFields): void {
+    (fields ? this.#logger.with(fields) : this.#logger).info`${text}`;
+  }
+
+  infoBatched(text: string, fields?: LogFields): void {
+    batching = true;
+    try {
+      (fields ? this.#logger.with(fields) : this.#logger).info`${text}`;
+    } finally {
+      batching = false;
+    }
+  }
+
+  warn(text: string): void {
+    this.#logger.warn`${text}`;
+  }
+
+  error(text: string): void {
+    this.#logger.error`${text}`;
+  }
+
+  child(context: LogContext): Log {
+    return new WrappedLog(this.#logger.with({ ...context }));
+  }
 }
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];

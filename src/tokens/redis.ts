@@ -19,7 +19,6 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { createClient } from "@redis/client";
 import { ConfigError, errorMessage, TokenLookupError } from "../errors.ts";
 import type { Target, TokenPlugin } from "../types.ts";
 import { parseTargetValue, targetFromHostPort } from "./target_value.ts";
@@ -222,6 +221,8 @@ class RedisPlugin implements TokenPlugin {
   async #connect(): Promise<Client> {
     const { host, port, db, password } = this.#source;
     let everReady = false;
+    // Loaded on first use: the client library is large, and most proxies never use Redis.
+    const { createClient } = await import("@redis/client");
     const client: Client = createClient({
       socket: {
         host,

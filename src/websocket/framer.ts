@@ -78,9 +78,11 @@ export class FrameReader {
 
   #state = State.Header;
   // Header bytes carried over a chunk boundary (at most 2 + 8 + 4).
-  #header = new Uint8Array(14);
+  // The three small buffers below are views of one allocation (one ArrayBuffer per session).
+  #scratch = new Uint8Array(14 + 4 + MAX_CONTROL_PAYLOAD);
+  #header = this.#scratch.subarray(0, 14);
   #headerLength = 0;
-  #mask = new Uint8Array(4);
+  #mask = this.#scratch.subarray(14, 18);
   #maskPhase = 0;
   #fin = false;
   #opcode = 0;
@@ -88,7 +90,7 @@ export class FrameReader {
   // Opcode of the message in progress (1 or 2), 0 between messages.
   #messageOpcode: 0 | DataOpcode = 0;
   #messageSize = 0;
-  #control = new Uint8Array(MAX_CONTROL_PAYLOAD);
+  #control = this.#scratch.subarray(18);
   #controlLength = 0;
   #controlFilled = 0;
   #utf8: TextDecoder | undefined;
