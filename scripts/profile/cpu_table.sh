@@ -13,66 +13,22 @@
 # Raw JSON lines go to $OUT/results.jsonl (default OUT=/tmp/websockify-profile); a summary of
 # medians (min–max) is printed at the end. All processes started here are killed by PID on exit.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/../.." && pwd)
+source "$(dirname "$0")/_common.sh"
 rounds=${1:-3}
 shift || true
 servers=("$@")
-[ ${#servers[@]} -eq 0 ] && servers=(deno-proxy node-proxy deno-ws-echo deno-relay net-relay-deno net-relay-node)
-OUT=${OUT:-/tmp/websockify-profile}
+[ ${#servers[@]} -eq 0 ] && servers=("${ALL_SERVERS[@]}")
 SESSIONS=${SESSIONS:-1000}
 WARMUP_MS=${WARMUP_MS:-2000}
 WINDOW_MS=${WINDOW_MS:-5000}
 SETUP_MS=${SETUP_MS:-3000}
 PARALLEL=${PARALLEL:-4}
-V8_FLAGS=--sqrt-allocation-limits,--sqrt-allocation-limits-max-growing-factor=1.5
-mkdir -p "$OUT"
-cc -O2 -Wall -o "$OUT/loadgen" "$here/scripts/profile/loadgen.c"
-WEBSOCKIFY_NODE_DIR="$OUT/node" "$here/scripts/profile/node_run.sh" --build-only
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-# start NAME CPU COMMAND...: runs COMMAND, waits for a port on its stdout or stderr.
-declare -A port pid
-start() {
-  local name=$1 cpu=$2
-  shift 2
-  taskset -c "$cpu" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
-  pid[$name]=$!
-  pids+=($!)
-  for _ in $(seq 100); do
-    local p
-    p=$(grep -ho '"port":[0-9]*\|Listen on 127.0.0.1:[0-9]*' "$OUT/$name.out" "$OUT/$name.err" |
-      grep -o '[0-9]*$' | head -1 || true)
-    if [ -n "$p" ]; then
-      port[$name]=$p
-      return
-    fi
-    sleep 0.1
-  done
-  echo "$name did not start: $(cat "$OUT/$name.err")" >&2
-  exit 1
-}
-
-start target 1 "$OUT/loadgen" target 0
-tp=${port[target]}
-for s in "${servers[@]}"; do
-  case $s in
-  deno-proxy) start "$s" 0 env DENO_V8_FLAGS=$V8_FLAGS deno run -A --unstable-net "$here/main.ts" 127.0.0.1:0 "127.0.0.1:$tp" ;;
-  node-proxy) start "$s" 0 node --import "$OUT/node/shim.mjs" "$OUT/node/main.mjs" 127.0.0.1:0 "127.0.0.1:$tp" ;;
-  deno-ws-echo) start "$s" 0 deno run -A "$here/scripts/profile/ref_servers.ts" ws-echo ;;
-  deno-relay) start "$s" 0 deno run -A "$here/scripts/profile/ref_servers.ts" deno-relay "$tp" ;;
-  net-relay-deno) start "$s" 0 deno run -A "$here/scripts/profile/ref_servers.ts" net-relay "$tp" ;;
-  net-relay-node) start "$s" 0 node "$OUT/node/ref_servers.mjs" net-relay "$tp" ;;
-  *) echo "unknown server $s" >&2 && exit 2 ;;
-  esac
-done
+for s in "${servers[@]}"; do start_server "$s"; done
 
 : >"$OUT/results.jsonl"
 for r in $(seq "$rounds"); do
   for s in "${servers[@]}"; do
-    route=ws
-    case $s in *relay*) route=tcp ;; esac
+    route=$(route_of "$s")
     for mode in echo setup; do
       if [ $mode = echo ]; then n=$SESSIONS w=$WINDOW_MS; else n=$PARALLEL w=$SETUP_MS; fi
       line=$(taskset -c 1 "$OUT/loadgen" $mode $route "${port[$s]}" "$n" "$WARMUP_MS" "$w" "${pid[$s]}")

@@ -10,9 +10,16 @@
  *   loadgen echo ws|tcp PORT SESSIONS WARMUP_MS WINDOW_MS PID[,PID...] [SIZE]
  *       Opens SESSIONS connections (ws: WebSocket handshake to /), then each one sends a SIZE-byte
  *       (default 32) message and waits for its echo, over and over. Counts echoes in the window.
+ *   loadgen idle ws|tcp PORT SESSIONS 0 HOLD_MS PID
+ *       Opens SESSIONS sessions, one echo each, then holds them idle: runs WINDOW_CMD (and waits
+ *       for it), then HOLD_MS more, then exits (closing them all).
  *   loadgen setup ws|tcp PORT PARALLEL WARMUP_MS WINDOW_MS PID[,PID...]
  *       PARALLEL loops of: connect, (ws: handshake), one 32-byte echo, (ws: close frame), wait for
  *       the server to close, close. Counts completed connections in the window.
+ *
+ * WINDOW_CMD (environment): a shell command started when the window opens and stopped with
+ * SIGINT when it closes (e.g. `exec strace -c -f -p PID -o FILE` or `exec perf record -g -p PID
+ * -o FILE`), so a profile covers exactly the counted echoes or connections.
  *
  * Prints one JSON line: {"mode","count","windowMs","rate","serverCpuMs","usPer","loadCpuMs",...}.
  * Build: cc -O2 -o /tmp/loadgen scripts/profile/loadgen.c
@@ -28,7 +35,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,7 +162,7 @@ static int msglen, closelen;
 static char req[256];
 static int reqlen;
 static long count, failed;
-static int counting;
+static int counting, idle_mode;
 
 static void build_messages(void) {
   static const unsigned char mask[4] = {0x12, 0x34, 0x56, 0x78};
@@ -320,6 +329,9 @@ static void on_event(int i, unsigned events, int setup) {
           s->state = S_CLOSING;
           if (ws_mode) send_all(s, closemsg, closelen);
           else shutdown(s->fd, SHUT_WR);
+        } else if (idle_mode) {
+          count++;
+          s->state = S_ECHO + 10; /* parked: idle from now on */
         } else {
           if (counting) count++;
           send_all(s, msg, msglen);
@@ -370,8 +382,24 @@ static void run(int setup, int sessions, double warmup, double window) {
     for (int k = 0; k < sessions; k++) open_sess(k);
     opened = sessions;
   }
+  if (idle_mode) {
+    /* Every session has echoed once; hold them idle while WINDOW_CMD runs, then WINDOW_MS. */
+    while (count < opened && now_ms() - t0 < 40000) {
+      int n = epoll_wait(ep, evs, 512, 100);
+      for (int k = 0; k < n; k++) on_event(evs[k].data.u32, evs[k].events, 0);
+    }
+    const char *cmd = getenv("WINDOW_CMD");
+    int rc = cmd && *cmd ? system(cmd) : 0;
+    usleep((useconds_t)(window * 1000));
+    printf("{\"mode\":\"idle\",\"route\":\"%s\",\"sessions\":%d,\"opened\":%d,\"count\":%ld,"
+           "\"commandStatus\":%d,\"failed\":%ld}\n",
+           ws_mode ? "ws" : "tcp", sessions, opened, count, rc, failed);
+    return;
+  }
   double start = now_ms(), tw = start + warmup, te = tw + window;
   double cpu0 = 0, own0 = 0, wstart = 0;
+  const char *cmd = getenv("WINDOW_CMD");
+  pid_t child = -1;
   long failed0 = 0;
   for (;;) {
     double t = now_ms();
@@ -381,12 +409,24 @@ static void run(int setup, int sessions, double warmup, double window) {
       own0 = own_cpu_ms();
       wstart = now_ms();
       failed0 = failed;
+      if (cmd && *cmd) {
+        child = fork();
+        if (child == 0) {
+          setpgid(0, 0);
+          execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+          _exit(127);
+        }
+      }
     }
     if (counting && t >= te) break;
     int n = epoll_wait(ep, evs, 512, 10);
     for (int k = 0; k < n; k++) on_event(evs[k].data.u32, evs[k].events, setup);
   }
   double cpu1 = server_cpu_ms(), own1 = own_cpu_ms(), wend = now_ms();
+  if (child > 0) {
+    kill(-child, SIGINT);
+    waitpid(child, NULL, 0);
+  }
   double ms = wend - wstart, cpu = cpu1 - cpu0;
   printf("{\"mode\":\"%s\",\"route\":\"%s\",\"sessions\":%d,\"opened\":%d,\"count\":%ld,"
          "\"windowMs\":%.0f,\"rate\":%.0f,\"serverCpuMs\":%.0f,\"usPer\":%.2f,"
@@ -407,6 +447,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   int setup = strcmp(argv[1], "setup") == 0;
+  idle_mode = strcmp(argv[1], "idle") == 0;
   ws_mode = strcmp(argv[2], "ws") == 0;
   port = atoi(argv[3]);
   int sessions = atoi(argv[4]);

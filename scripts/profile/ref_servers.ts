@@ -5,9 +5,10 @@
  *
  *   deno run -A scripts/profile/ref_servers.ts ws-echo
  *       `Deno.serve` + `Deno.upgradeWebSocket` echo server (the fastest WebSocket server Deno has).
- *   deno run -A scripts/profile/ref_servers.ts deno-relay TARGET_PORT
- *       Plain TCP relay on `Deno.listen` / `Deno.connect`: one reused 64 KiB read buffer per
- *       direction, `read()` then `write()` until EOF, then `closeWrite()` on the other side.
+ *   deno run -A scripts/profile/ref_servers.ts deno-relay TARGET_PORT [BUFFER_BYTES]
+ *       Plain TCP relay on `Deno.listen` / `Deno.connect`: one reused read buffer (default
+ *       64 KiB) per direction, `read()` then `write()` until EOF, then `closeWrite()` on the other
+ *       side.
  *   deno run -A scripts/profile/ref_servers.ts net-relay TARGET_PORT    (or under Node: bundled)
  *       Plain TCP relay on `node:net`: `data` → `write()`, `end` → `end()`, noDelay on both.
  *
@@ -38,8 +39,8 @@ function wsEcho(): void {
   void server.finished;
 }
 
-async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(65536);
+async function pipe(from: Deno.Conn, to: Deno.Conn, bufferBytes: number): Promise<void> {
+  const buffer = new Uint8Array(bufferBytes);
   try {
     for (;;) {
       const n = await from.read(buffer);
@@ -53,7 +54,7 @@ async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   }
 }
 
-async function denoRelay(targetPort: number): Promise<void> {
+async function denoRelay(targetPort: number, bufferBytes: number): Promise<void> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   announce((listener.addr as Deno.NetAddr).port);
   for await (const client of listener) {
@@ -67,7 +68,7 @@ async function denoRelay(targetPort: number): Promise<void> {
       }
       client.setNoDelay(true);
       (target as Deno.TcpConn).setNoDelay(true);
-      await Promise.all([pipe(client, target), pipe(target, client)]);
+      await Promise.all([pipe(client, target, bufferBytes), pipe(target, client, bufferBytes)]);
       for (const conn of [client, target]) {
         try {
           conn.close();
@@ -96,9 +97,9 @@ function netRelay(targetPort: number): void {
   });
 }
 
-const [mode, port] = process.argv.slice(2);
+const [mode, port, bufferBytes] = process.argv.slice(2);
 if (mode === "ws-echo") wsEcho();
-else if (mode === "deno-relay") await denoRelay(Number(port));
+else if (mode === "deno-relay") await denoRelay(Number(port), Number(bufferBytes ?? 65536));
 else if (mode === "net-relay") netRelay(Number(port));
 else {
   console.error("usage: ref_servers.ts ws-echo | deno-relay TARGET_PORT | net-relay TARGET_PORT");
