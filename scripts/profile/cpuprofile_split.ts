@@ -41,12 +41,15 @@ profile.samples.forEach((id, i) => {
   selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
 });
 const places = new Map<string, number>();
+const urls = new Map<string, number>();
 const functions = new Map<string, number>();
 let total = 0;
 for (const [id, us] of selfUs) {
   const frame = byId.get(id)!.callFrame;
   const where = place(frame.url, frame.functionName);
   places.set(where, (places.get(where) ?? 0) + us);
+  const module = frame.url.replace(/^.*\/(src|npm)\//, "$1/") || frame.functionName;
+  urls.set(module, (urls.get(module) ?? 0) + us);
   const short = frame.url.replace(/^.*\/(src|npm)\//, "$1/").replace(/^file:\/\/.*\//, "");
   const key = `${frame.functionName || "(anonymous)"} ${short}:${frame.lineNumber + 1}`;
   functions.set(key, (functions.get(key) ?? 0) + us);
@@ -58,6 +61,10 @@ for (const [where, us] of [...places].sort((a, b) => b[1] - a[1])) {
   console.log(`  ${where.padEnd(24)} ${(us / total * 100).toFixed(1).padStart(5)} % of all`);
 }
 const rows = Number(rowsArg ?? 25);
+console.log("top modules (self time, % of all samples):");
+for (const [url, us] of [...urls].sort((a, b) => b[1] - a[1]).slice(0, rows)) {
+  console.log(`  ${(us / total * 100).toFixed(2).padStart(6)} %  ${url}`);
+}
 console.log("top functions (self time, % of all samples):");
 for (const [key, us] of [...functions].sort((a, b) => b[1] - a[1]).slice(0, rows)) {
   console.log(`  ${(us / total * 100).toFixed(2).padStart(6)} %  ${key}`);

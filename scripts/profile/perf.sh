@@ -8,7 +8,7 @@
 # window (utime + stime, as cpu_table.sh); the split is scripts/profile/perf_split.py.
 #
 #   scripts/profile/perf.sh [SERVERS...]     (default: deno-proxy node-proxy deno-ws-echo)
-#   MODE=setup scripts/profile/perf.sh deno-proxy    (set-up loops instead of echoing sessions)
+#   MODE=setup WARMUP_MS=8000 scripts/profile/perf.sh deno-proxy    (set-up loops, longer warm-up)
 #
 # Output: $OUT/perf-SERVER-MODE.data and .txt (perf report), and the split on stdout.
 set -euo pipefail
@@ -23,7 +23,7 @@ for s in "${servers[@]}"; do
   if [ "$MODE" = echo ]; then n=$SESSIONS; else n=$PARALLEL; fi
   data="$OUT/perf-$s-$MODE.data"
   line=$(WINDOW_CMD="exec perf record -q -e cpu-clock -F 1999 -g -p ${pid[$s]} -o $data" \
-    taskset -c 1 "$OUT/loadgen" "$MODE" "$(route_of "$s")" "${port[$s]}" "$n" 2000 5000 "${pid[$s]}")
+    taskset -c 1 "$OUT/loadgen" "$MODE" "$(route_of "$s")" "${port[$s]}" "$n" "${WARMUP_MS:-2000}" 5000 "${pid[$s]}")
   echo "== $s $MODE: $line"
   perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null >"$OUT/perf-$s-$MODE.txt"
   per=$(echo "$line" | grep -o '"usPer":[0-9.]*' | cut -d: -f2)
