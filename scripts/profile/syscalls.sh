@@ -19,7 +19,7 @@ for s in "${servers[@]}"; do
     if [ $mode = echo ]; then n=$SESSIONS; else n=$PARALLEL; fi
     f="$OUT/strace-$s-$mode.txt"
     line=$(WINDOW_CMD="exec strace -c -f -o $f -p ${pid[$s]}" taskset -c 1 "$OUT/loadgen" \
-      $mode "$(route_of "$s")" "${port[$s]}" "$n" 2000 4000 "${pid[$s]}")
+      $mode "$(route_of "$s")" "${port[$s]}" "$n" 2000 "${WINDOW_MS:-4000}" "${pid[$s]}")
     count=$(echo "$line" | grep -o '"count":[0-9]*' | cut -d: -f2)
     echo "== $s $mode: $count in the window"
     # strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall (and the total row).
