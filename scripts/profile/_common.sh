@@ -15,16 +15,18 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 declare -A port pid
 
-# start NAME CPU COMMAND...: runs COMMAND, waits for a port on its stdout or stderr.
+# start NAME CPU COMMAND...: runs COMMAND (after $WRAP, e.g. valgrind), waits for a port on its
+# stdout or stderr (START_TRIES × 0.1 s, default 10 s).
 start() {
   local name=$1 cpu=$2
   shift 2
   # A fresh file even if an earlier process of that name still writes to the old one.
   rm -f "$OUT/$name.out" "$OUT/$name.err"
-  taskset -c "$cpu" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+  # shellcheck disable=SC2086
+  taskset -c "$cpu" ${WRAP-} "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
   pid[$name]=$!
   pids+=($!)
-  for _ in $(seq 100); do
+  for _ in $(seq "${START_TRIES:-100}"); do
     local p
     p=$(grep -aho '"port":[0-9]*\|Listen on 127.0.0.1:[0-9]*' "$OUT/$name.out" "$OUT/$name.err" |
       grep -o '[0-9]*$' | head -1 || true)
