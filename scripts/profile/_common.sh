@@ -6,7 +6,8 @@ OUT=${OUT:-/tmp/websockify-profile}
 V8_FLAGS=--sqrt-allocation-limits,--sqrt-allocation-limits-max-growing-factor=1.5
 ALL_SERVERS=(deno-proxy node-proxy deno-ws-echo deno-relay net-relay-deno net-relay-node)
 # Also startable by name: deno-relay-4k (the Deno.Conn relay with 4 KiB read buffers), and
-# min-proxy-net / min-proxy-deno (scripts/profile/min_ws_proxy.ts: a minimal ws proxy, a floor).
+# min-proxy-net / min-proxy-deno / min-proxy-deno-nowait (scripts/profile/min_ws_proxy.ts: a
+# minimal ws proxy, a floor).
 mkdir -p "$OUT"
 cc -O2 -Wall -o "$OUT/loadgen" "$here/scripts/profile/loadgen.c"
 WEBSOCKIFY_NODE_DIR="$OUT/node" "$here/scripts/profile/node_run.sh" --build-only
@@ -57,6 +58,7 @@ start_server() {
   net-relay-deno) start "$s" 0 env ${flags:+DENO_V8_FLAGS=$flags} deno run $run -A "$here/scripts/profile/ref_servers.ts" net-relay "$tp" ;;
   min-proxy-net) start "$s" 0 env ${flags:+DENO_V8_FLAGS=$flags} deno run $run -A "$here/scripts/profile/min_ws_proxy.ts" net "$tp" ;;
   min-proxy-deno) start "$s" 0 env ${flags:+DENO_V8_FLAGS=$flags} deno run $run -A "$here/scripts/profile/min_ws_proxy.ts" deno "$tp" ;;
+  min-proxy-deno-nowait) start "$s" 0 env ${flags:+DENO_V8_FLAGS=$flags} deno run $run -A "$here/scripts/profile/min_ws_proxy.ts" deno-nowait "$tp" ;;
   # shellcheck disable=SC2086
   net-relay-node) start "$s" 0 node $flags "$OUT/node/ref_servers.mjs" net-relay "$tp" ;;
   *) echo "unknown server $s" >&2 && exit 2 ;;

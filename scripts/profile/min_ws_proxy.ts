@@ -9,6 +9,8 @@
  *   deno run -A scripts/profile/min_ws_proxy.ts net TARGET_PORT     (node:net both sides)
  *   deno run -A scripts/profile/min_ws_proxy.ts deno TARGET_PORT    (Deno.listen / Deno.connect,
  *                                                                    one 16 KiB read buffer each)
+ *   deno run -A scripts/profile/min_ws_proxy.ts deno-nowait TARGET_PORT  (the same, but writes are
+ *                                              not awaited: what a Deno.Conn path costs at least)
  *
  * Prints `{"port":N}`.
  *
@@ -119,7 +121,12 @@ function netProxy(targetPort: number): void {
   });
 }
 
+/** `deno-nowait` mode: writes are issued and not awaited (partial writes ignored: a floor only). */
+let noWait = false;
+const ignore = () => {};
+
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  if (noWait) return void conn.write(data).catch(ignore);
   let offset = 0;
   while (offset < data.length) offset += await conn.write(data.subarray(offset));
 }
@@ -183,7 +190,10 @@ async function denoProxy(targetPort: number): Promise<void> {
 const [mode, port] = Deno.args;
 if (mode === "net") netProxy(Number(port));
 else if (mode === "deno") await denoProxy(Number(port));
-else {
-  console.error("usage: min_ws_proxy.ts net|deno TARGET_PORT");
+else if (mode === "deno-nowait") {
+  noWait = true;
+  await denoProxy(Number(port));
+} else {
+  console.error("usage: min_ws_proxy.ts net|deno|deno-nowait TARGET_PORT");
   Deno.exit(2);
 }
