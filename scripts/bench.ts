@@ -616,6 +616,8 @@ async function setupPart(run: BenchRun): Promise<void> {
     ratio: 10,
     text: "≥ 10× python",
   });
+  const perSetup = run.row("  server CPU per set-up", "µs", false);
+  const cpuPerSetup = new Map<string, number[]>();
   const rates = new Map<string, number[]>();
   for (let round = 0; round < run.repeats; round++) {
     for (const subject of run.subjects) {
@@ -625,11 +627,20 @@ async function setupPart(run: BenchRun): Promise<void> {
         parallel: 4,
       });
       pushTo(rates, subject.name, result.rate as number);
+      pushTo(cpuPerSetup, subject.name, perUnit(result));
       keepCpu(setup, subject.name, result);
       if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
     }
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
+  for (const [name, list] of cpuPerSetup) perSetup.values.set(name, median(list));
+}
+
+/** Server CPU µs per unit of `rate` (message, set-up), NaN when either is missing. */
+function perUnit(result: Json): number {
+  const cpu = typeof result.serverCpu === "number" ? result.serverCpu : NaN;
+  const rate = typeof result.rate === "number" ? result.rate : NaN;
+  return rate > 0 ? (cpu * 1e6) / rate : NaN;
 }
 
 const WEBSOCKETD = "/usr/bin/websocketd";
@@ -729,6 +740,10 @@ async function concurrencyPart(run: BenchRun, connections: number): Promise<void
     ratio: large ? 250 : Infinity,
     text: large ? "≤ 250 MiB" : "",
   });
+  // CPU time per message: the server's core share over the window divided by its rate, which
+  // compares processes on a shared machine better than the rate does.
+  const perMessage = run.row(`  server CPU per message at ${connections} connections`, "µs", false);
+  const cpuPerMessage = new Map<string, number[]>();
   const rates = new Map<string, number[]>();
   const memories = new Map<string, number[]>();
   const served = new Map<string, number[]>();
@@ -742,10 +757,12 @@ async function concurrencyPart(run: BenchRun, connections: number): Promise<void
       pushTo(rates, name, result.rate as number);
       pushTo(memories, name, (result.memoryKib as number) / 1024);
       pushTo(served, name, Number(result.served ?? 0));
+      pushTo(cpuPerMessage, name, perUnit(result));
       if (result.unserved) log(`  ${name}: unserved sessions ${JSON.stringify(result.unserved)}`);
       keepCpu(rate, name, result);
     }
   }
+  for (const [name, list] of cpuPerMessage) perMessage.values.set(name, median(list));
   for (const [name, list] of rates) {
     rate.values.set(name, median(list));
     rate.notes.set(name, `${Math.min(...served.get(name)!)}/${connections} served`);

@@ -147,3 +147,11 @@ Deno.test("-D's background process and --workers' copies run with the V8 flags",
   );
   for (const worker of workers) assert.equal(v8FlagsOf(worker), V8_FLAGS);
 });
+
+Deno.test("deno task start and deno task compile give V8 the same flags main.ts applies", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))) as {
+    tasks: Record<string, string>;
+  };
+  assert.match(config.tasks.start!, new RegExp(`DENO_V8_FLAGS=${V8_FLAGS} `));
+  assert.ok(config.tasks.compile!.includes(` --v8-flags=${V8_FLAGS} `), config.tasks.compile!);
+});
