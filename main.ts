@@ -6,6 +6,9 @@
  * @module
  */
 
+// First: with FFI permitted, runs main.ts again in place with the V8 flags it needs, before the
+// other modules are evaluated (src/ops/v8_flags.ts).
+import "./src/ops/v8_flags.ts";
 import { parseArgs } from "./src/cli.ts";
 import { daemonize, isDaemonChild, READY_LINE } from "./src/ops/daemon.ts";
 import type { Config } from "./src/config.ts";

@@ -1,10 +1,14 @@
 /**
- * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]`: measures
+ * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]
+ * [--compare-v8 FLAGS]...`: measures
  * the proxy against the limit (a direct TCP connection to the same target, or a direct `ws` echo
  * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
  * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
  * busy the server and the load side were in each test (which side limited the figure).
  * `--only throughput,latency,setup,stdio,concurrency,newcomer,idle` runs some parts.
+ * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
+ * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --no-optimize-for-size` shows
+ * V8's default heap policy side by side.
  *
  * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
  * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
@@ -28,6 +32,8 @@ interface Options {
   pin: boolean;
   /** Parts of the bench to run (all by default). */
   only: string[];
+  /** Further proxies, each with these `DENO_V8_FLAGS`. */
+  compareV8: string[];
 }
 
 function parseOptions(args: string[]): Options {
@@ -37,6 +43,7 @@ function parseOptions(args: string[]): Options {
     python: true,
     pin: true,
     only: [...SECTIONS],
+    compareV8: [],
   };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
@@ -44,6 +51,7 @@ function parseOptions(args: string[]): Options {
     else if (arg === "--no-python") options.python = false;
     else if (arg === "--no-pin") options.pin = false;
     else if (arg === "--workers") options.workers = Number(args[++i]);
+    else if (arg === "--compare-v8") options.compareV8.push(args[++i] ?? "");
     else if (arg === "--only") {
       options.only = (args[++i] ?? "").split(",").filter(Boolean);
       const unknown = options.only.filter((part) =>
@@ -57,7 +65,8 @@ function parseOptions(args: string[]): Options {
       }
     } else {
       throw new Error(
-        `Unknown option '${arg}': use --quick, --workers N, --no-python, --no-pin or --only PARTS`,
+        `Unknown option '${arg}': use --quick, --workers N, --no-python, --no-pin, --only PARTS ` +
+          "or --compare-v8 FLAGS",
       );
     }
   }
@@ -226,6 +235,7 @@ async function startDenoProxy(
   options: Options,
   targetPort: number,
   workers: number,
+  v8Flags?: string,
 ): Promise<Subject> {
   const args = ["run", "--allow-all", "--unstable-net", "main.ts"];
   if (workers > 1) args.push("--workers", String(workers));
@@ -235,13 +245,13 @@ async function startDenoProxy(
     Deno.execPath(),
     args,
     workers > 1 ? undefined : pin(options, SERVER_CPU),
-    await startTaskEnv(),
+    v8Flags === undefined ? await startTaskEnv() : { DENO_V8_FLAGS: v8Flags },
   );
   const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The proxy");
   const port = Number(match[1]);
   await waitConnectable(port, 10_000);
   return {
-    name: workers > 1 ? `deno ×${workers}` : "deno",
+    name: v8Flags !== undefined ? `deno [${v8Flags}]` : workers > 1 ? `deno ×${workers}` : "deno",
     route: { kind: "ws", port, modeByte: true },
     pids: [child.pid],
     stop: () => child.stop(),
@@ -463,6 +473,7 @@ async function startServers(
   };
   add(await startDenoProxy(options, target.port, 1));
   if (options.workers > 1) add(await startDenoProxy(options, target.port, options.workers));
+  for (const flags of options.compareV8) add(await startDenoProxy(options, target.port, 1, flags));
   if (python) add(await startPython(options, target.port));
   const wsEcho = await startWsEcho(options);
   running.push(wsEcho);
@@ -492,8 +503,9 @@ async function startServers(
         const old = subjects[index]!;
         if (!old.name.startsWith("deno")) continue;
         await old.stop();
-        const workers = old.name === "deno" ? 1 : options.workers;
-        const fresh = await startDenoProxy(options, target.port, workers);
+        const flags = /^deno \[(.*)\]$/.exec(old.name)?.[1];
+        const workers = old.name.startsWith("deno ×") ? options.workers : 1;
+        const fresh = await startDenoProxy(options, target.port, workers, flags);
         subjects[index] = fresh;
         running[running.indexOf(old)] = fresh;
       }
@@ -604,6 +616,8 @@ async function setupPart(run: BenchRun): Promise<void> {
     ratio: 10,
     text: "≥ 10× python",
   });
+  const perSetup = run.row("  server CPU per set-up", "µs", false);
+  const cpuPerSetup = new Map<string, number[]>();
   const rates = new Map<string, number[]>();
   for (let round = 0; round < run.repeats; round++) {
     for (const subject of run.subjects) {
@@ -613,11 +627,20 @@ async function setupPart(run: BenchRun): Promise<void> {
         parallel: 4,
       });
       pushTo(rates, subject.name, result.rate as number);
+      pushTo(cpuPerSetup, subject.name, perUnit(result));
       keepCpu(setup, subject.name, result);
       if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
     }
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
+  for (const [name, list] of cpuPerSetup) perSetup.values.set(name, median(list));
+}
+
+/** Server CPU µs per unit of `rate` (message, set-up), NaN when either is missing. */
+function perUnit(result: Json): number {
+  const cpu = typeof result.serverCpu === "number" ? result.serverCpu : NaN;
+  const rate = typeof result.rate === "number" ? result.rate : NaN;
+  return rate > 0 ? (cpu * 1e6) / rate : NaN;
 }
 
 const WEBSOCKETD = "/usr/bin/websocketd";
@@ -717,6 +740,10 @@ async function concurrencyPart(run: BenchRun, connections: number): Promise<void
     ratio: large ? 250 : Infinity,
     text: large ? "≤ 250 MiB" : "",
   });
+  // CPU time per message: the server's core share over the window divided by its rate, which
+  // compares processes on a shared machine better than the rate does.
+  const perMessage = run.row(`  server CPU per message at ${connections} connections`, "µs", false);
+  const cpuPerMessage = new Map<string, number[]>();
   const rates = new Map<string, number[]>();
   const memories = new Map<string, number[]>();
   const served = new Map<string, number[]>();
@@ -730,10 +757,12 @@ async function concurrencyPart(run: BenchRun, connections: number): Promise<void
       pushTo(rates, name, result.rate as number);
       pushTo(memories, name, (result.memoryKib as number) / 1024);
       pushTo(served, name, Number(result.served ?? 0));
+      pushTo(cpuPerMessage, name, perUnit(result));
       if (result.unserved) log(`  ${name}: unserved sessions ${JSON.stringify(result.unserved)}`);
       keepCpu(rate, name, result);
     }
   }
+  for (const [name, list] of cpuPerMessage) perMessage.values.set(name, median(list));
   for (const [name, list] of rates) {
     rate.values.set(name, median(list));
     rate.notes.set(name, `${Math.min(...served.get(name)!)}/${connections} served`);

@@ -48,6 +48,13 @@ export interface ProxyProcess extends AsyncDisposable {
   readonly status: Promise<Deno.CommandStatus>;
 }
 
+/** This process's environment without DENO_V8_FLAGS (with `clearEnv`: started as users start it). */
+export function envWithoutV8Flags(): Record<string, string> {
+  const env = Deno.env.toObject();
+  delete env.DENO_V8_FLAGS;
+  return env;
+}
+
 /** Output of a process that exits by itself (usage errors, --help). */
 export async function runMain(
   args: string[],
@@ -80,7 +87,7 @@ export async function runMain(
 /** Starts `main.ts` with `args` and waits for its "Listen on" banner line. */
 export async function startProxy(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string>; deno?: string[] } = {},
+  options: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean; deno?: string[] } = {},
 ): Promise<ProxyProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...(options.deno ?? ["--allow-all", "--unstable-net"]), MAIN, ...args],
@@ -89,6 +96,7 @@ export async function startProxy(
     stdin: "null",
     ...(options.cwd ? { cwd: options.cwd } : {}),
     ...(options.env ? { env: options.env } : {}),
+    ...(options.clearEnv ? { clearEnv: true } : {}),
   }).spawn();
   let stderr = "";
   let stdout = "";

@@ -84,3 +84,29 @@ Deno.test("bench refuses an unknown --only part with the list of parts", async (
   assert.notEqual(code, 0);
   assert.match(stderr, /Unknown part 'warp' for --only: use a comma-separated list of throughput/);
 });
+
+Deno.test("bench --compare-v8 adds a proxy column with those V8 flags and CPU per set-up", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "setup",
+    "--no-python",
+    "--no-pin",
+    "--compare-v8",
+    "--no-optimize-for-size",
+  ]);
+  assert.equal(code, 0, stderr);
+  const header = rowOf(stdout, "test | unit");
+  assert.deepEqual(header.slice(0, 5), [
+    "test",
+    "unit",
+    "direct",
+    "deno",
+    "deno [--no-optimize-for-size]",
+  ]);
+  const [, unit, direct, deno, other] = rowOf(stdout, "  server CPU per set-up");
+  assert.equal(unit, "µs");
+  assert.equal(direct, "–", "no server between the load and the target");
+  assert.match(deno!, /^[\d,.]+$/);
+  assert.match(other!, /^[\d,.]+$/);
+});

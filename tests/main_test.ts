@@ -95,7 +95,7 @@ Deno.test("deno task start accepts its V8 flags (--version exits 0); compile bak
     tasks: Record<string, string>;
   };
   const flags = config.tasks.start!.match(/DENO_V8_FLAGS=(\S+)/)?.[1];
-  assert.match(flags ?? "", /^--sqrt-allocation-limits/);
+  assert.match(flags ?? "", /^--optimize-for-size/);
   assert.ok(config.tasks.compile!.includes(` --v8-flags=${flags} `), "compile task's --v8-flags");
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["task", "start", "--version"],

@@ -1,6 +1,7 @@
 /**
  * Operations: how the proxy is run and seen from outside. Logging (text, syslog, files), the
- * `-D` background process, and `--workers` processes sharing one port.
+ * `-D` background process, `--workers` processes sharing one port, and the V8 flags the program
+ * runs itself again with (`v8_flags.ts`, imported first by main.ts).
  *
  * @module
  */
