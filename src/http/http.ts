@@ -43,17 +43,25 @@ export interface HttpHandlers {
 
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
-/** Creates the `node:http` server that accepted sockets are emitted into. */
+/** The parts of a request {@link handleUpgrade} reads (an `IncomingMessage` or a fast-path head). */
+interface UpgradeRequest {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly rawHeaders: readonly string[];
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly socket: Socket;
+}
+
+const handlersOf = new WeakMap<http.Server, HttpHandlers>();
+
+/** Creates the `node:http` server that accepted sockets are handed to ({@link serveConnection}). */
 export function createHttpServer(handlers: HttpHandlers): http.Server {
   const server = http.createServer({ maxHeaderSize: 16 * 1024 });
+  handlersOf.set(server, handlers);
   server.keepAliveTimeout = 5000;
 
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    void handleUpgrade(handlers, req, socket as Socket, head).catch((error) => {
-      handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
-      handlers.onRefused?.("internal");
-      socket.destroy();
-    });
+    upgrade(handlers, req, socket as Socket, head);
   });
 
   server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -85,16 +93,102 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
   return server;
 }
 
+/**
+ * Serves an accepted, paused connection. A plain connection whose buffered first data is a
+ * complete, simple WebSocket upgrade (see {@link parseUpgradeHead}) is answered without node:http,
+ * which costs a parser, an `IncomingMessage` and its listeners per connection; everything else
+ * (plain HTTP, partial heads, anything unusual) goes to node:http with its bytes untouched.
+ */
+export function serveConnection(server: http.Server, socket: Socket): void {
+  const handlers = handlersOf.get(server);
+  if (handlers !== undefined && !(socket instanceof tls.TLSSocket)) {
+    const first: Buffer | null = socket.read();
+    if (first !== null) {
+      const parsed = parseUpgradeHead(first);
+      if (parsed !== undefined) {
+        upgrade(handlers, { ...parsed, socket }, socket, first.subarray(parsed.length));
+        socket.resume();
+        return;
+      }
+      socket.unshift(first);
+    }
+  }
+  server.emit("connection", socket);
+  // The sniffer paused the socket; node:http only attaches listeners.
+  socket.resume();
+}
+
+function upgrade(handlers: HttpHandlers, req: UpgradeRequest, socket: Socket, head: Buffer): void {
+  handleUpgrade(handlers, req, socket, head).catch((error) => {
+    handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
+    handlers.onRefused?.("internal");
+    socket.destroy();
+  });
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Visible ASCII, space and tab: anything else (controls, bytes above 0x7e) goes to node:http. */
+const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
+const TARGET = /^\/[\x21-\x7e]*$/;
+const MAX_HEAD = 16 * 1024;
+
+/**
+ * Parses `chunk` as a complete `GET <origin-form> HTTP/1.1` head carrying `Connection: upgrade`,
+ * `Upgrade` and `Host`, with only plain ASCII, no folded lines, no repeated header names and no
+ * body headers. Returns `undefined` for anything else, which node:http then handles as before.
+ */
+export function parseUpgradeHead(chunk: Buffer): {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  headers: Record<string, string>;
+  length: number;
+} | undefined {
+  const end = chunk.indexOf("\r\n\r\n");
+  if (end < 0 || end + 4 > MAX_HEAD) return undefined;
+  const lines = chunk.toString("latin1", 0, end).split("\r\n");
+  const requestLine = (lines[0] as string).split(" ");
+  if (requestLine.length !== 3 || requestLine[0] !== "GET" || requestLine[2] !== "HTTP/1.1") {
+    return undefined;
+  }
+  const url = requestLine[1] as string;
+  if (!TARGET.test(url)) return undefined;
+  const rawHeaders: string[] = [];
+  const headers: Record<string, string> = Object.create(null);
+  for (let index = 1; index < lines.length; index++) {
+    const line = lines[index] as string;
+    const colon = line.indexOf(":");
+    if (colon <= 0) return undefined;
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return undefined;
+    const key = name.toLowerCase();
+    if (key in headers) return undefined;
+    headers[key] = value;
+    rawHeaders.push(name, value);
+  }
+  if (
+    headers["host"] === undefined || headers["upgrade"] === undefined ||
+    headers["content-length"] !== undefined || headers["transfer-encoding"] !== undefined ||
+    !(headers["connection"] ?? "").split(",").some((token) =>
+      token.trim().toLowerCase() === "upgrade"
+    )
+  ) {
+    return undefined;
+  }
+  return { method: "GET", url, rawHeaders, headers, length: end + 4 };
+}
+
 async function handleUpgrade(
   handlers: HttpHandlers,
-  req: http.IncomingMessage,
+  req: UpgradeRequest,
   socket: Socket,
   head: Buffer,
 ): Promise<void> {
   connectionInfo(socket)?.headersDone();
   const request = requestInfo(req);
   const log = handlers.log.child({ peer: logPeer(request) });
-  if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
+  if ((header(req, "upgrade") ?? "").toLowerCase() !== "websocket") {
     handlers.onRefused?.("bad_request");
     return reject(socket, log, new HttpError(400, "Missing or incorrect upgrade header"));
   }
@@ -177,7 +271,7 @@ export function httpErrorOf(error: unknown): {
 }
 
 /** Builds the plugin-facing view of a request. */
-export function requestInfo(req: http.IncomingMessage): RequestInfo {
+export function requestInfo(req: UpgradeRequest | http.IncomingMessage): RequestInfo {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let index = 0; index + 1 < raw.length; index += 2) {
@@ -203,7 +297,7 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
   };
 }
 
-function header(req: http.IncomingMessage, name: string): string | undefined {
+function header(req: UpgradeRequest, name: string): string | undefined {
   const value = req.headers[name];
   return Array.isArray(value) ? value.join(", ") : value;
 }
