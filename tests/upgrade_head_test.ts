@@ -17,8 +17,8 @@ Deno.test("parseUpgradeHead() takes a complete simple upgrade and leaves the res
   assert.equal(parsed.method, "GET");
   assert.equal(parsed.url, "/path?token=a");
   assert.equal(parsed.length, request.length);
-  assert.equal(parsed.headers["sec-websocket-protocol"], "binary");
-  assert.equal(parsed.headers["upgrade"], "websocket");
+  assert.equal(parsed.headers.get("sec-websocket-protocol"), "binary");
+  assert.equal(parsed.headers.get("upgrade"), "websocket");
   assert.deepEqual(parsed.rawHeaders.slice(0, 4), ["Host", "127.0.0.1", "Upgrade", "websocket"]);
 });
 

@@ -48,7 +48,10 @@ interface UpgradeRequest {
   readonly method?: string | undefined;
   readonly url?: string | undefined;
   readonly rawHeaders: readonly string[];
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** node:http's header object, or the fast path's map (lower-case names). */
+  readonly headers:
+    | Readonly<Record<string, string | string[] | undefined>>
+    | ReadonlyMap<string, string>;
   readonly socket: Socket;
 }
 
@@ -126,10 +129,13 @@ function upgrade(handlers: HttpHandlers, req: UpgradeRequest, socket: Socket, he
   });
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Visible ASCII, space and tab: anything else (controls, bytes above 0x7e) goes to node:http. */
-const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
-const TARGET = /^\/[\x21-\x7e]*$/;
+/**
+ * One header line: a token name, `:`, optional spaces and tabs, a value of visible ASCII, spaces and
+ * tabs (anything else, controls or bytes above 0x7e, goes to node:http), CRLF. Sticky: the lines
+ * must follow each other with nothing between them.
+ */
+const HEADER_LINE = /([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e]*?)[ \t]*\r\n/y;
+const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1\r\n/;
 const MAX_HEAD = 16 * 1024;
 
 /**
@@ -141,36 +147,37 @@ export function parseUpgradeHead(chunk: Buffer): {
   method: string;
   url: string;
   rawHeaders: string[];
-  headers: Record<string, string>;
+  headers: Map<string, string>;
   length: number;
 } | undefined {
-  const end = chunk.indexOf("\r\n\r\n");
-  if (end < 0 || end + 4 > MAX_HEAD) return undefined;
-  const lines = chunk.toString("latin1", 0, end).split("\r\n");
-  const requestLine = (lines[0] as string).split(" ");
-  if (requestLine.length !== 3 || requestLine[0] !== "GET" || requestLine[2] !== "HTTP/1.1") {
-    return undefined;
-  }
+  // Decoded first: Buffer#indexOf with a string costs about 8 µs here, the decoding 0.3 µs. A
+  // head that does not end within MAX_HEAD bytes (partial or too large) goes to node:http.
+  const decoded = chunk.toString("latin1", 0, Math.min(chunk.length, MAX_HEAD));
+  const end = decoded.indexOf("\r\n\r\n");
+  if (end < 0) return undefined;
+  // The head with its last line's CRLF.
+  const text = decoded.slice(0, end + 2);
+  const requestLine = REQUEST_LINE.exec(text);
+  if (requestLine === null) return undefined;
   const url = requestLine[1] as string;
-  if (!TARGET.test(url)) return undefined;
   const rawHeaders: string[] = [];
-  const headers: Record<string, string> = Object.create(null);
-  for (let index = 1; index < lines.length; index++) {
-    const line = lines[index] as string;
-    const colon = line.indexOf(":");
-    if (colon <= 0) return undefined;
-    const name = line.slice(0, colon);
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
-    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return undefined;
+  // A Map: a null-prototype object cost twice as much to fill here.
+  const headers = new Map<string, string>();
+  HEADER_LINE.lastIndex = requestLine[0].length;
+  while (HEADER_LINE.lastIndex < text.length) {
+    const line = HEADER_LINE.exec(text);
+    if (line === null) return undefined;
+    const name = line[1] as string;
+    const value = line[2] as string;
     const key = name.toLowerCase();
-    if (key in headers) return undefined;
-    headers[key] = value;
+    if (headers.has(key)) return undefined;
+    headers.set(key, value);
     rawHeaders.push(name, value);
   }
   if (
-    headers["host"] === undefined || headers["upgrade"] === undefined ||
-    headers["content-length"] !== undefined || headers["transfer-encoding"] !== undefined ||
-    !(headers["connection"] ?? "").split(",").some((token) =>
+    !headers.has("host") || !headers.has("upgrade") ||
+    headers.has("content-length") || headers.has("transfer-encoding") ||
+    !(headers.get("connection") ?? "").split(",").some((token) =>
       token.trim().toLowerCase() === "upgrade"
     )
   ) {
@@ -298,7 +305,10 @@ export function requestInfo(req: UpgradeRequest | http.IncomingMessage): Request
 }
 
 function header(req: UpgradeRequest, name: string): string | undefined {
-  const value = req.headers[name];
+  const headers = req.headers;
+  const value = headers instanceof Map
+    ? headers.get(name)
+    : (headers as Readonly<Record<string, string | string[] | undefined>>)[name];
   return Array.isArray(value) ? value.join(", ") : value;
 }
 
