@@ -10,7 +10,7 @@ import type { WebSocketChannel } from "./websocket/channel.ts";
 import type { Config } from "./config.ts";
 import { checkOrigin } from "./auth/origin.ts";
 import { errorMessage, HttpError } from "./errors.ts";
-import { createHttpServer } from "./http/http.ts";
+import { createHttpServer, serveConnection } from "./http/http.ts";
 import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
 import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
@@ -184,9 +184,7 @@ export async function startServer(
     proxyProtocol: config.proxyProtocol,
     log,
     onConnection: (socket) => {
-      http.emit("connection", socket);
-      // The sniffer paused the socket; node:http only attaches listeners.
-      socket.resume();
+      serveConnection(http, socket);
     },
     reusePort: start.reusePort ?? false,
     onCountChange: (count) => {

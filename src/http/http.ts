@@ -43,17 +43,28 @@ export interface HttpHandlers {
 
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
-/** Creates the `node:http` server that accepted sockets are emitted into. */
+/** The parts of a request {@link handleUpgrade} reads (an `IncomingMessage` or a fast-path head). */
+interface UpgradeRequest {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly rawHeaders: readonly string[];
+  /** node:http's header object, or the fast path's map (lower-case names). */
+  readonly headers:
+    | Readonly<Record<string, string | string[] | undefined>>
+    | ReadonlyMap<string, string>;
+  readonly socket: Socket;
+}
+
+const handlersOf = new WeakMap<http.Server, HttpHandlers>();
+
+/** Creates the `node:http` server that accepted sockets are handed to ({@link serveConnection}). */
 export function createHttpServer(handlers: HttpHandlers): http.Server {
   const server = http.createServer({ maxHeaderSize: 16 * 1024 });
+  handlersOf.set(server, handlers);
   server.keepAliveTimeout = 5000;
 
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    void handleUpgrade(handlers, req, socket as Socket, head).catch((error) => {
-      handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
-      handlers.onRefused?.("internal");
-      socket.destroy();
-    });
+    upgrade(handlers, req, socket as Socket, head);
   });
 
   server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -85,16 +96,106 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
   return server;
 }
 
+/**
+ * Serves an accepted, paused connection. A plain connection whose buffered first data is a
+ * complete, simple WebSocket upgrade (see {@link parseUpgradeHead}) is answered without node:http,
+ * which costs a parser, an `IncomingMessage` and its listeners per connection; everything else
+ * (plain HTTP, partial heads, anything unusual) goes to node:http with its bytes untouched.
+ */
+export function serveConnection(server: http.Server, socket: Socket): void {
+  const handlers = handlersOf.get(server);
+  if (handlers !== undefined && !(socket instanceof tls.TLSSocket)) {
+    const first: Buffer | null = socket.read();
+    if (first !== null) {
+      const parsed = parseUpgradeHead(first);
+      if (parsed !== undefined) {
+        upgrade(handlers, { ...parsed, socket }, socket, first.subarray(parsed.length));
+        socket.resume();
+        return;
+      }
+      socket.unshift(first);
+    }
+  }
+  server.emit("connection", socket);
+  // The sniffer paused the socket; node:http only attaches listeners.
+  socket.resume();
+}
+
+function upgrade(handlers: HttpHandlers, req: UpgradeRequest, socket: Socket, head: Buffer): void {
+  handleUpgrade(handlers, req, socket, head).catch((error) => {
+    handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
+    handlers.onRefused?.("internal");
+    socket.destroy();
+  });
+}
+
+/**
+ * One header line: a token name, `:`, optional spaces and tabs, a value of visible ASCII, spaces and
+ * tabs (anything else, controls or bytes above 0x7e, goes to node:http), CRLF. Sticky: the lines
+ * must follow each other with nothing between them.
+ */
+const HEADER_LINE = /([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e]*?)[ \t]*\r\n/y;
+const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1\r\n/;
+const MAX_HEAD = 16 * 1024;
+
+/**
+ * Parses `chunk` as a complete `GET <origin-form> HTTP/1.1` head carrying `Connection: upgrade`,
+ * `Upgrade` and `Host`, with only plain ASCII, no folded lines, no repeated header names and no
+ * body headers. Returns `undefined` for anything else, which node:http then handles as before.
+ */
+export function parseUpgradeHead(chunk: Buffer): {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  headers: Map<string, string>;
+  length: number;
+} | undefined {
+  // Decoded first: Buffer#indexOf with a string costs about 8 µs here, the decoding 0.3 µs. A
+  // head that does not end within MAX_HEAD bytes (partial or too large) goes to node:http.
+  const decoded = chunk.toString("latin1", 0, Math.min(chunk.length, MAX_HEAD));
+  const end = decoded.indexOf("\r\n\r\n");
+  if (end < 0) return undefined;
+  // The head with its last line's CRLF.
+  const text = decoded.slice(0, end + 2);
+  const requestLine = REQUEST_LINE.exec(text);
+  if (requestLine === null) return undefined;
+  const url = requestLine[1] as string;
+  const rawHeaders: string[] = [];
+  // A Map: a null-prototype object cost twice as much to fill here.
+  const headers = new Map<string, string>();
+  HEADER_LINE.lastIndex = requestLine[0].length;
+  while (HEADER_LINE.lastIndex < text.length) {
+    const line = HEADER_LINE.exec(text);
+    if (line === null) return undefined;
+    const name = line[1] as string;
+    const value = line[2] as string;
+    const key = name.toLowerCase();
+    if (headers.has(key)) return undefined;
+    headers.set(key, value);
+    rawHeaders.push(name, value);
+  }
+  if (
+    !headers.has("host") || !headers.has("upgrade") ||
+    headers.has("content-length") || headers.has("transfer-encoding") ||
+    !(headers.get("connection") ?? "").split(",").some((token) =>
+      token.trim().toLowerCase() === "upgrade"
+    )
+  ) {
+    return undefined;
+  }
+  return { method: "GET", url, rawHeaders, headers, length: end + 4 };
+}
+
 async function handleUpgrade(
   handlers: HttpHandlers,
-  req: http.IncomingMessage,
+  req: UpgradeRequest,
   socket: Socket,
   head: Buffer,
 ): Promise<void> {
   connectionInfo(socket)?.headersDone();
   const request = requestInfo(req);
   const log = handlers.log.child({ peer: logPeer(request) });
-  if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
+  if ((header(req, "upgrade") ?? "").toLowerCase() !== "websocket") {
     handlers.onRefused?.("bad_request");
     return reject(socket, log, new HttpError(400, "Missing or incorrect upgrade header"));
   }
@@ -177,7 +278,7 @@ export function httpErrorOf(error: unknown): {
 }
 
 /** Builds the plugin-facing view of a request. */
-export function requestInfo(req: http.IncomingMessage): RequestInfo {
+export function requestInfo(req: UpgradeRequest | http.IncomingMessage): RequestInfo {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let index = 0; index + 1 < raw.length; index += 2) {
@@ -203,8 +304,11 @@ export function requestInfo(req: http.IncomingMessage): RequestInfo {
   };
 }
 
-function header(req: http.IncomingMessage, name: string): string | undefined {
-  const value = req.headers[name];
+function header(req: UpgradeRequest, name: string): string | undefined {
+  const headers = req.headers;
+  const value = headers instanceof Map
+    ? headers.get(name)
+    : (headers as Readonly<Record<string, string | string[] | undefined>>)[name];
   return Array.isArray(value) ? value.join(", ") : value;
 }
 
