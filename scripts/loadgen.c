@@ -18,7 +18,8 @@
  *   limit=MS      give up after this long overall (default 120000): prints {"error":...}
  * Every client mode prints one JSON line with its result (and "test":MODE). CPU figures are
  * shares of one core over the measuring window: ownCpu (this process, getrusage), serverCpu,
- * targetCpu, loadCpu = ownCpu + targetCpu; "windowMs" is the window's real length.
+ * targetCpu, loadCpu = ownCpu + targetCpu, and cores (how busy each core was, every process
+ * counted, from /proc/stat); "windowMs" is the window's real length.
  *
  * Modes:
  *   echo  sessions=N size=32 window=MS warmup=300 open=100 opentimeout=20000
@@ -165,7 +166,7 @@ static void fail(const char *test, const char *message) {
 
 /* ------------------------------------------------------------------ /proc: CPU and memory */
 
-#define MAX_PIDS 4096
+#define MAX_PIDS 16384
 typedef struct {
   int pids[MAX_PIDS];
   int count;
@@ -275,10 +276,33 @@ static long server_memory_kib(int *processes) {
   return total;
 }
 
+#define MAX_CORES 64
 typedef struct {
   uint64_t at;
   double own, server, target;
+  /* per core from /proc/stat: busy and total ticks */
+  double busy[MAX_CORES], total[MAX_CORES];
+  int cores;
 } CpuMark;
+
+static void read_proc_stat(CpuMark *m) {
+  m->cores = 0;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f) && m->cores < MAX_CORES) {
+    if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9') continue;
+    double v[10] = {0};
+    char *p = strchr(line, ' ');
+    for (int i = 0; i < 10 && p; i++) v[i] = strtod(p, &p);
+    double total = 0;
+    for (int i = 0; i < 8; i++) total += v[i]; /* user..steal; guest is inside user */
+    m->busy[m->cores] = total - v[3] - v[4];    /* minus idle and iowait */
+    m->total[m->cores] = total;
+    m->cores++;
+  }
+  fclose(f);
+}
 
 static CpuMark cpu_mark(void) {
   CpuMark m;
@@ -286,6 +310,7 @@ static CpuMark cpu_mark(void) {
   m.own = own_cpu_ms();
   m.server = server_npids ? tree_cpu_ms(server_pids, server_npids) : 0;
   m.target = target_npids ? tree_cpu_ms(target_pids, target_npids) : 0;
+  read_proc_stat(&m);
   return m;
 }
 
@@ -302,6 +327,17 @@ static void j_cpu(CpuMark start) {
   j_num("serverCpu", server_npids && !coarse ? (end.server - start.server) / wall : 0.0 / 0.0);
   j_num("targetCpu", target_npids && !coarse ? target : 0.0 / 0.0);
   j_num("loadCpu", coarse && target_npids ? 0.0 / 0.0 : own + target);
+  /* How busy each core was (all processes): "cores":[cpu0, cpu1, ...] */
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"cores\":[");
+  for (int i = 0; i < end.cores && i < start.cores; i++) {
+    double total = end.total[i] - start.total[i];
+    double busy = total > 0 && !coarse ? (end.busy[i] - start.busy[i]) / total : 0.0 / 0.0;
+    out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "%s%s", i ? "," : "",
+                                busy == busy ? "" : "null");
+    if (busy == busy)
+      out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "%.3f", busy);
+  }
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "]");
 }
 
 /* ------------------------------------------------------------------ frames */
