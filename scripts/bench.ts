@@ -436,7 +436,10 @@ async function main(): Promise<void> {
   try {
     const run = await startServers(options, loadgen, target, python, websocketd, running);
     for (const part of PARTS) {
-      if (options.only.includes(part.name)) await part.run(run);
+      if (!options.only.includes(part.name)) continue;
+      const start = performance.now();
+      await part.run(run);
+      log(`  (${part.name}: ${((performance.now() - start) / 1000).toFixed(0)} s)`);
     }
     const info = {
       mode: options.quick ? "quick" : "full",
@@ -741,8 +744,8 @@ async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
         sessions,
         window: run.options.quick ? 1500 : 3000,
         // Python websockify forks per session and opens them slowly: its sessions get 10 s.
-        opentimeout: python ? 10_000 : 20_000,
-        starttimeout: python ? 10_000 : 15_000,
+        opentimeout: python ? 10_000 : 15_000,
+        starttimeout: python ? 5_000 : 10_000,
       }, rate);
       pushTo(rates, subject.name, num(result.rate));
       pushTo(memories, subject.name, num(result.memoryKib) / 1024);
@@ -799,8 +802,8 @@ async function newcomerPart(run: BenchRun): Promise<void> {
       window,
       interval: 100,
       timeout: 10_000,
-      opentimeout: 20_000,
-      starttimeout: 15_000,
+      opentimeout: 15_000,
+      starttimeout: 10_000,
     }, row);
     if (result.error) continue;
     row.values.set(subject.name, num(result.max));
@@ -948,13 +951,18 @@ function renderTable(
 const SATURATED = 0.9;
 
 /**
- * What limited a figure: the server side (its process, or its core, busy), the load side (load
- * generator + TCP target, or the load core), or neither (a latency-bound test, or both waiting).
+ * What limited a figure: the server's process (at 90 % of a core or more), the load side's
+ * (load generator + TCP target), else, when pinned, a core busy 90 % with other processes too
+ * (the machine's other load took the time), else neither (a latency-bound test).
  */
-function limiterOf(sample: CpuSample, pinned: boolean): "server" | "load" | "neither" | "–" {
+type Limiter = "server" | "load" | "server core" | "load core" | "neither" | "–";
+
+function limiterOf(sample: CpuSample, pinned: boolean): Limiter {
   if (!Number.isFinite(sample.server) && !Number.isFinite(sample.load)) return "–";
-  if (sample.server >= SATURATED || (pinned && sample.serverCore >= SATURATED)) return "server";
-  if (sample.load >= SATURATED || (pinned && sample.loadCore >= SATURATED)) return "load";
+  if (sample.server >= SATURATED) return "server";
+  if (sample.load >= SATURATED) return "load";
+  if (pinned && sample.serverCore >= SATURATED) return "server core";
+  if (pinned && sample.loadCore >= SATURATED) return "load core";
   return "neither";
 }
 
@@ -979,10 +987,12 @@ function renderCpuTable(rows: Row[], names: string[], pinned: boolean): string {
   const lines = [
     "CPU use during each test, as a share of one core: server under test / load side (load " +
     "generator + TCP target; the limit and websocketd columns use no TCP target), then the side " +
-    "that limited the figure: server (its process at 90 % or more" +
-    (pinned ? ", or its core busy 90 % with this and other processes" : "") + "), load (the " +
-    "same for the load side), neither (the figure is latency-bound, or the machine's other " +
-    "load took the time); – where the measuring window was under 0.5 s.",
+    "that limited the figure: server or load (that side's processes at 90 % of a core or more)" +
+    (pinned
+      ? ", server core or load core (that core 90 % busy with other processes too: the " +
+        "machine's other load took the time)"
+      : "") +
+    ", neither (a latency-bound figure); – where the measuring window was under 0.5 s.",
     "",
   ];
   const header = ["test", ...names, "deno limited by"];
@@ -999,13 +1009,14 @@ function renderCpuTable(rows: Row[], names: string[], pinned: boolean): string {
     });
     const deno = row.cpu.get("deno");
     const limiter = deno ? limiterOf(medianSample(deno), pinned) : "–";
-    const limit = limiter === "server"
-      ? "proxy side"
-      : limiter === "load"
-      ? "load side"
-      : limiter === "neither"
-      ? "neither side saturated"
-      : "–";
+    const limit = {
+      server: "proxy",
+      load: "load side",
+      "server core": "proxy's core (other processes)",
+      "load core": "load core (other processes)",
+      neither: "neither side saturated",
+      "–": "–",
+    }[limiter];
     const label = row.label.replace(/ p50 \(32 B\)$/, " (32 B)");
     lines.push(`| ${[label, ...cells, limit].join(" | ")} |`);
   }
@@ -1024,7 +1035,11 @@ const HEADROOM = 3;
 function renderHeadroom(rows: Row[], names: string[]): string {
   const lines = [
     `Load generator headroom: what one core of it could drive (the fastest figure ÷ its own CPU ` +
-    `share at that figure) against the fastest figure; the goal is ≥ ${HEADROOM}×.`,
+    `share at that figure) against the fastest figure; the goal is ≥ ${HEADROOM}×. Over ` +
+    "loopback TCP most of the generator's time is the kernel's work per message (docs/" +
+    "decisions.md, issue 12), the same work the server does for it: against a server with " +
+    "little work of its own per message the headroom stays near 2×, and the CPU table then " +
+    "says whether the load core was the limit.",
     "",
     "| test | fastest | figure | generator CPU | generator could drive | headroom | ≥ 3× |",
     "| --- | --- | --- | --- | --- | --- | --- |",
