@@ -67,7 +67,7 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   // The load generator's headroom, from its own CPU share at the fastest figure.
   const [, headroom] = stdout.split("Load generator headroom");
   assert.ok(headroom, `no headroom table in:\n${stdout}`);
-  const [, fastest, , , , ratio, met] = rowOf(headroom, "set-up");
+  const [, fastest, , , , , ratio, met] = rowOf(headroom, "set-up");
   assert.match(fastest!, /^(limit|deno|websocketd)$/);
   assert.match(ratio!, /^\d+\.\d×$/);
   assert.match(met!, /^(yes|\*\*no\*\*)$/);
