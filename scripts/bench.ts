@@ -766,7 +766,12 @@ async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
         log(
           `  ${subject.name}: ${result.served}/${sessions} served (opened ${result.opened}, ` +
             `never started ${result.neverStarted}, stalled ${result.stalled}, closed ` +
-            `${result.closed})`,
+            `${result.closed}${
+              result.lastError
+                ? `; ${result.openErrors} failed to open, ` +
+                  `last: ${result.lastError}`
+                : ""
+            })`,
         );
       }
     }

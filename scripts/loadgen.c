@@ -19,7 +19,8 @@
  * Every client mode prints one JSON line with its result (and "test":MODE). CPU figures are
  * shares of one core over the measuring window: ownCpu (this process, getrusage), serverCpu,
  * targetCpu, loadCpu = ownCpu + targetCpu, and cores (how busy each core was, every process
- * counted, from /proc/stat); "windowMs" is the window's real length.
+ * counted, from /proc/stat); "windowMs" is the window's real length. Sessions that failed to open
+ * add openErrors (count) and lastError ("connect: <strerror>", or "handshake: refused").
  *
  * Modes:
  *   echo  sessions=N size=32 window=MS warmup=300 open=100 opentimeout=20000
@@ -155,6 +156,23 @@ static void j_num(const char *key, double v) {
 static void j_int(const char *key, long long v) {
   out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":%lld", key,
                               v);
+}
+static void j_str(const char *key, const char *v) {
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":\"%s\"", key,
+                              v);
+}
+/* Why the latest session that failed to open failed (connect errno, or the handshake). */
+static char last_error[128];
+static int open_errors;
+static void note_error(const char *what, int err) {
+  open_errors++;
+  snprintf(last_error, sizeof last_error, "%s: %s", what, err ? strerror(err) : "refused");
+}
+/* Adds the open errors to the result, when there were any. */
+static void j_errors(void) {
+  if (open_errors == 0) return;
+  j_int("openErrors", open_errors);
+  j_str("lastError", last_error);
 }
 static void j_end(void) {
   printf("%s}\n", out_json);
@@ -474,6 +492,7 @@ static void sess_connect(Sess *s) {
   s->t0 = now_ns();
   s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (s->fd < 0) {
+    note_error("socket", errno);
     s->state = S_CONNECTING;
     sess_fail(s, 1);
     return;
@@ -486,6 +505,7 @@ static void sess_connect(Sess *s) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = s};
   epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev);
   if (connect(s->fd, (struct sockaddr *)&peer, sizeof peer) < 0 && errno != EINPROGRESS) {
+    note_error("connect", errno);
     sess_fail(s, 1);
   }
 }
@@ -593,6 +613,7 @@ static void on_event(Sess *s, uint32_t events) {
     socklen_t len = sizeof err;
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0 || (events & EPOLLERR)) {
+      note_error("connect", err);
       sess_fail(s, 1);
       return;
     }
@@ -633,6 +654,7 @@ static void on_event(Sess *s, uint32_t events) {
       return;
     }
     if (strncmp(s->head, "HTTP/1.1 101", 12) != 0) {
+      note_error("handshake", 0);
       sess_fail(s, 1);
       return;
     }
@@ -869,6 +891,7 @@ static void mode_echo(void) {
   j_int("closed", closed);
   j_num("openSeconds", pool.open_seconds);
   j_num("firstEchoSeconds", pool.first_echo_seconds);
+  j_errors();
   j_end();
 }
 
@@ -949,6 +972,7 @@ static void mode_newcomer(void) {
   j_int("busyOpened", pool.opened);
   j_int("busyStarted", pool.started);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1066,6 +1090,7 @@ static void mode_setup(void) {
   j_int("completed", su.completed);
   j_int("failed", su.failed);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1321,6 +1346,7 @@ static void mode_idle(void) {
   j_int("opened", pool.opened);
   j_int("failed", pool.failed);
   j_int("started", pool.started);
+  j_errors();
   j_end();
 }
 
