@@ -18,7 +18,9 @@
  *   limit=MS      give up after this long overall (default 120000): prints {"error":...}
  * Every client mode prints one JSON line with its result (and "test":MODE). CPU figures are
  * shares of one core over the measuring window: ownCpu (this process, getrusage), serverCpu,
- * targetCpu, loadCpu = ownCpu + targetCpu; "windowMs" is the window's real length.
+ * targetCpu, loadCpu = ownCpu + targetCpu, and cores (how busy each core was, every process
+ * counted, from /proc/stat); "windowMs" is the window's real length. Sessions that failed to open
+ * add openErrors (count) and lastError ("connect: <strerror>", or "handshake: refused").
  *
  * Modes:
  *   echo  sessions=N size=32 window=MS warmup=300 open=100 opentimeout=20000
@@ -38,17 +40,22 @@
  *         ws->tcp: sends "S"+u32 window+u32 warmup, then `size`-byte messages as fast as the
  *         socket takes them (256 KiB writes); the sink counts what arrives during its window and
  *         answers with a u64. -> mbps (MB/s at the sink), bytes.
- *   down  size=65536 window=MS warmup=MS
+ *   down  size=65536 window=MS warmup=MS discard=1
  *         tcp->ws: sends "R"+u32 size; the source writes `size`-byte chunks as fast as it can;
- *         counts payload received for window after warmup. -> mbps, bytes.
+ *         counts payload received for window after warmup. -> mbps, bytes. discard=1: payload
+ *         left in a frame of 16 KiB or more is dropped in the kernel (recv MSG_TRUNC, no copy);
+ *         discard=0 reads everything into the buffer.
  *   latency count=4000 size=32
  *         One session, `count` round trips of a `size`-byte message (after 200 unmeasured ones).
  *         -> p50, p99, mean (microseconds).
  *   newcomer busy=2000 window=MS interval=100 timeout=10000 size=32 open=100
- *         Opens `busy` sessions echoing as in echo mode; once all echo, opens new sessions one
+ *         opentimeout=30000 starttimeout=20000
+ *         Opens `busy` sessions echoing as in echo mode; once all echo (or starttimeout passed:
+ *         busyStarted says how many did), opens new sessions one
  *         after another for window ms (connect, handshake, one echo, close; `interval` ms apart).
  *         -> count, p50, max (ms, handshake + echo), timeouts (counted with the time waited),
- *         failures, busyRate (msg/s of the busy sessions meanwhile), busyServed.
+ *         failures, busyRate (msg/s of the busy sessions meanwhile), busyServed, busyOpened,
+ *         busyStarted.
  *   idle  sessions=N hold=1000 open=50 opentimeout=30000
  *         Memory of the server before, then opens N sessions (each echoes one byte once so its
  *         target connection exists), holds them for hold ms, memory again.
@@ -152,6 +159,23 @@ static void j_int(const char *key, long long v) {
   out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":%lld", key,
                               v);
 }
+static void j_str(const char *key, const char *v) {
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":\"%s\"", key,
+                              v);
+}
+/* Why the latest session that failed to open failed (connect errno, or the handshake). */
+static char last_error[128];
+static int open_errors;
+static void note_error(const char *what, int err) {
+  open_errors++;
+  snprintf(last_error, sizeof last_error, "%s: %s", what, err ? strerror(err) : "refused");
+}
+/* Adds the open errors to the result, when there were any. */
+static void j_errors(void) {
+  if (open_errors == 0) return;
+  j_int("openErrors", open_errors);
+  j_str("lastError", last_error);
+}
 static void j_end(void) {
   printf("%s}\n", out_json);
   fflush(stdout);
@@ -165,7 +189,7 @@ static void fail(const char *test, const char *message) {
 
 /* ------------------------------------------------------------------ /proc: CPU and memory */
 
-#define MAX_PIDS 4096
+#define MAX_PIDS 16384
 typedef struct {
   int pids[MAX_PIDS];
   int count;
@@ -275,10 +299,33 @@ static long server_memory_kib(int *processes) {
   return total;
 }
 
+#define MAX_CORES 64
 typedef struct {
   uint64_t at;
   double own, server, target;
+  /* per core from /proc/stat: busy and total ticks */
+  double busy[MAX_CORES], total[MAX_CORES];
+  int cores;
 } CpuMark;
+
+static void read_proc_stat(CpuMark *m) {
+  m->cores = 0;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f) && m->cores < MAX_CORES) {
+    if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9') continue;
+    double v[10] = {0};
+    char *p = strchr(line, ' ');
+    for (int i = 0; i < 10 && p; i++) v[i] = strtod(p, &p);
+    double total = 0;
+    for (int i = 0; i < 8; i++) total += v[i]; /* user..steal; guest is inside user */
+    m->busy[m->cores] = total - v[3] - v[4];    /* minus idle and iowait */
+    m->total[m->cores] = total;
+    m->cores++;
+  }
+  fclose(f);
+}
 
 static CpuMark cpu_mark(void) {
   CpuMark m;
@@ -286,6 +333,7 @@ static CpuMark cpu_mark(void) {
   m.own = own_cpu_ms();
   m.server = server_npids ? tree_cpu_ms(server_pids, server_npids) : 0;
   m.target = target_npids ? tree_cpu_ms(target_pids, target_npids) : 0;
+  read_proc_stat(&m);
   return m;
 }
 
@@ -302,6 +350,17 @@ static void j_cpu(CpuMark start) {
   j_num("serverCpu", server_npids && !coarse ? (end.server - start.server) / wall : 0.0 / 0.0);
   j_num("targetCpu", target_npids && !coarse ? target : 0.0 / 0.0);
   j_num("loadCpu", coarse && target_npids ? 0.0 / 0.0 : own + target);
+  /* How busy each core was (all processes): "cores":[cpu0, cpu1, ...] */
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"cores\":[");
+  for (int i = 0; i < end.cores && i < start.cores; i++) {
+    double total = end.total[i] - start.total[i];
+    double busy = total > 0 && !coarse ? (end.busy[i] - start.busy[i]) / total : 0.0 / 0.0;
+    out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "%s%s", i ? "," : "",
+                                busy == busy ? "" : "null");
+    if (busy == busy)
+      out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "%.3f", busy);
+  }
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "]");
 }
 
 /* ------------------------------------------------------------------ frames */
@@ -389,6 +448,9 @@ typedef struct {
 } Handlers;
 
 static Handlers H;
+/* down: payload is only counted, so long payloads are discarded without a copy */
+static int discard_payload;
+#define DISCARD_FROM (16 * 1024)
 static int epfd;
 static struct sockaddr_in peer;
 static char request[512];
@@ -435,6 +497,7 @@ static void sess_connect(Sess *s) {
   s->t0 = now_ns();
   s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (s->fd < 0) {
+    note_error("socket", errno);
     s->state = S_CONNECTING;
     sess_fail(s, 1);
     return;
@@ -447,6 +510,7 @@ static void sess_connect(Sess *s) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = s};
   epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev);
   if (connect(s->fd, (struct sockaddr *)&peer, sizeof peer) < 0 && errno != EINPROGRESS) {
+    note_error("connect", errno);
     sess_fail(s, 1);
   }
 }
@@ -554,6 +618,7 @@ static void on_event(Sess *s, uint32_t events) {
     socklen_t len = sizeof err;
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0 || (events & EPOLLERR)) {
+      note_error("connect", err);
       sess_fail(s, 1);
       return;
     }
@@ -572,6 +637,24 @@ static void on_event(Sess *s, uint32_t events) {
     if (s->state == S_DEAD) return;
   }
   if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP))) return;
+  /* Long payloads the mode only counts are discarded in the kernel (MSG_TRUNC on TCP: no copy
+   * to user space); headers and short frames are read into the buffer. */
+  if (discard_payload && s->state == S_OPEN && (!use_ws || s->rem >= DISCARD_FROM)) {
+    size_t want = use_ws ? (s->rem < (1u << 30) ? (size_t)s->rem : (1u << 30)) : (1u << 30);
+    ssize_t got = recv(s->fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
+    if (got > 0) {
+      if (use_ws) s->rem -= (uint64_t)got;
+      H.on_payload(s, NULL, (size_t)got, use_ws ? s->op : 2);
+      return;
+    }
+    if (got < 0 && errno == EAGAIN) return;
+    if (got < 0) {
+      sess_fail(s, 1);
+      return;
+    }
+    sess_fail(s, s->state == S_CLOSING ? 0 : 1);
+    return;
+  }
   ssize_t n = read(s->fd, rbuf, sizeof rbuf);
   if (n < 0) {
     if (errno == EAGAIN) return;
@@ -594,6 +677,7 @@ static void on_event(Sess *s, uint32_t events) {
       return;
     }
     if (strncmp(s->head, "HTTP/1.1 101", 12) != 0) {
+      note_error("handshake", 0);
       sess_fail(s, 1);
       return;
     }
@@ -830,6 +914,7 @@ static void mode_echo(void) {
   j_int("closed", closed);
   j_num("openSeconds", pool.open_seconds);
   j_num("firstEchoSeconds", pool.first_echo_seconds);
+  j_errors();
   j_end();
 }
 
@@ -871,11 +956,11 @@ static void mode_newcomer(void) {
   long interval = opt_long("interval", 100);
   long timeout = opt_long("timeout", 10000);
   long parallel = opt_long("open", 100);
+  long opentimeout = opt_long("opentimeout", 30000);
+  long starttimeout = opt_long("starttimeout", 20000);
   opts_check();
-  pool_run(busy, size, parallel, 30000, 20000);
-  if (pool.started < pool.opened || pool.opened == 0) {
-    fail("newcomer", "the busy sessions did not all start echoing");
-  }
+  pool_run(busy, size, parallel, opentimeout, starttimeout);
+  if (pool.opened == 0) fail("newcomer", "none of the busy sessions opened");
   probe_samples = calloc(100000, sizeof(double));
   CpuMark mark = cpu_mark();
   uint64_t t = now_ns();
@@ -908,7 +993,9 @@ static void mode_newcomer(void) {
   j_int("busyServed", pool_served());
   j_int("busy", pool.n);
   j_int("busyOpened", pool.opened);
+  j_int("busyStarted", pool.started);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1026,6 +1113,7 @@ static void mode_setup(void) {
   j_int("completed", su.completed);
   j_int("failed", su.failed);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1139,6 +1227,7 @@ static void mode_down(void) {
   size_t size = (size_t)opt_long("size", 65536);
   long window = opt_long("window", 2000);
   long warmup = opt_long("warmup", 500);
+  discard_payload = (int)opt_long("discard", 1);
   opts_check();
   H.on_open = one_open_cb;
   H.on_payload = down_payload;
@@ -1281,6 +1370,7 @@ static void mode_idle(void) {
   j_int("opened", pool.opened);
   j_int("failed", pool.failed);
   j_int("started", pool.started);
+  j_errors();
   j_end();
 }
 

@@ -40,20 +40,37 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
   assert.match(stdout, /Not pinned/);
   const header = rowOf(figures, "test | unit");
-  assert.deepEqual(header.slice(0, 4), ["test", "unit", "direct", "deno"]);
+  assert.deepEqual(header.slice(0, 5), ["test", "unit", "limit", "deno", "websocketd"]);
   for (const label of ["echo round trip p50", "echo round trip p99", "set-up"]) {
-    const [, , direct, deno] = rowOf(figures, label);
-    assert.match(direct!, /^[\d,.]+$/, `${label}: direct figure`);
+    const [, , limit, deno, websocketd] = rowOf(figures, label);
+    assert.match(limit!, /^[\d,.]+$/, `${label}: limit figure`);
     assert.match(deno!, /^[\d,.]+$/, `${label}: deno figure`);
+    assert.match(websocketd!, /^[\d,.]+( \(.*\))?$/, `${label}: websocketd figure`);
   }
+  const setup = rowOf(figures, "set-up");
+  assert.match(setup[5]!, /^\d+\.\d\d$/, "deno / limit ratio");
+  assert.equal(setup.at(-2), "≥ 0.8× limit");
+  assert.match(setup.at(-1)!, /^(yes|\*\*no\*\*)$/);
   // Parts not asked for are not run.
-  assert.doesNotMatch(stdout, /ws→tcp|concurrent|new session|idle memory/);
-  // CPU table: a share for deno's server and load side, and the side that limited it.
-  const cpuHeader = rowOf(cpu, "test | direct");
-  assert.deepEqual(cpuHeader, ["test", "direct", "deno", "deno limited by"]);
-  const [, , denoCpu, limit] = rowOf(cpu, "set-up");
-  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
-  assert.match(limit!, /^(proxy CPU|load side CPU|neither core saturated)$/);
+  assert.doesNotMatch(stdout, /^\| (ws→tcp|[\d,]+ sessions echoing|new session|idle memory)/m);
+  // CPU table: a share for each server and load side, and the side that limited each figure.
+  const cpuHeader = rowOf(cpu, "test | limit");
+  assert.deepEqual(cpuHeader, ["test", "limit", "deno", "websocketd", "deno limited by"]);
+  const [, limitCpu, denoCpu, , limit] = rowOf(cpu, "set-up");
+  for (const cell of [limitCpu, denoCpu]) {
+    assert.match(cell!, /^(\d+ %|–) \/ \d+ % (server|load|server core|load core|neither)$/);
+  }
+  assert.match(
+    limit!,
+    /^(proxy|load side|proxy's core \(other processes\)|load core \(other processes\)|neither side saturated)$/,
+  );
+  // The load generator's headroom, from its own CPU share at the fastest figure.
+  const [, headroom] = stdout.split("Load generator headroom");
+  assert.ok(headroom, `no headroom table in:\n${stdout}`);
+  const [, fastest, , , , , ratio, met] = rowOf(headroom, "set-up");
+  assert.match(fastest!, /^(limit|deno|websocketd)$/);
+  assert.match(ratio!, /^\d+\.\d×$/);
+  assert.match(met!, /^(yes|\*\*no\*\*)$/);
 });
 
 Deno.test("bench --quick --only stdio compares program sessions with websocketd", async () => {
@@ -68,15 +85,16 @@ Deno.test("bench --quick --only stdio compares program sessions with websocketd"
   const [figures, cpu] = stdout.split("CPU use during each test");
   assert.ok(figures && cpu, `no CPU table in:\n${stdout}`);
   const header = rowOf(figures, "test | unit");
-  assert.deepEqual(header.slice(0, 5), ["test", "unit", "direct", "deno", "websocketd"]);
+  assert.deepEqual(header.slice(0, 5), ["test", "unit", "limit", "deno", "websocketd"]);
   const [, unit, , deno, websocketd] = rowOf(figures, "stdio:");
   assert.equal(unit, "conn/s");
   assert.match(deno!, /^[\d,.]+$/, "deno figure");
   assert.match(websocketd!, /^[\d,.]+ \(deno \/ websocketd \d+\.\d\d\)$/, "websocketd figure");
-  assert.doesNotMatch(stdout, /set-up: handshake|echo round trip|ws→tcp/);
+  assert.doesNotMatch(stdout, /^\| (set-up: handshake|echo round trip|ws→tcp)/m);
   const [, , denoCpu, websocketdCpu] = rowOf(cpu, "stdio:");
-  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
-  assert.match(websocketdCpu!, /^\d+ % \/ \d+ %$/);
+  for (const cell of [denoCpu, websocketdCpu]) {
+    assert.match(cell!, /^\d+ % \/ \d+ % (server|load|server core|load core|neither)$/);
+  }
 });
 
 Deno.test("bench refuses an unknown --only part with the list of parts", async () => {
@@ -85,7 +103,7 @@ Deno.test("bench refuses an unknown --only part with the list of parts", async (
   assert.match(stderr, /Unknown part 'warp' for --only: use a comma-separated list of throughput/);
 });
 
-Deno.test("bench --compare-v8 adds a proxy column with those V8 flags and CPU per set-up", async () => {
+Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags", async () => {
   const { code, stdout, stderr } = await bench([
     "--quick",
     "--only",
@@ -96,17 +114,11 @@ Deno.test("bench --compare-v8 adds a proxy column with those V8 flags and CPU pe
     "--no-optimize-for-size",
   ]);
   assert.equal(code, 0, stderr);
-  const header = rowOf(stdout, "test | unit");
-  assert.deepEqual(header.slice(0, 5), [
-    "test",
-    "unit",
-    "direct",
-    "deno",
-    "deno [--no-optimize-for-size]",
-  ]);
-  const [, unit, direct, deno, other] = rowOf(stdout, "  server CPU per set-up");
-  assert.equal(unit, "µs");
-  assert.equal(direct, "–", "no server between the load and the target");
-  assert.match(deno!, /^[\d,.]+$/);
-  assert.match(other!, /^[\d,.]+$/);
+  const [figures] = stdout.split("CPU use during each test");
+  const header = rowOf(figures!, "test | unit");
+  const column = header.indexOf("deno [--no-optimize-for-size]");
+  assert.ok(column > header.indexOf("deno"), `no deno [FLAGS] column after deno: ${header}`);
+  const setup = rowOf(figures!, "set-up");
+  assert.match(setup[header.indexOf("deno")]!, /^[\d,.]+$/);
+  assert.match(setup[column]!, /^[\d,.]+$/, "the compared proxy's set-up rate");
 });
