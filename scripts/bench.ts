@@ -4,7 +4,9 @@
  * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
  * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
  * busy the server and the load side were in each test (which side limited the figure).
- * `--only throughput,latency,setup,stdio,concurrency,newcomer,idle` runs some parts.
+ * `--only throughput,latency,setup,stdio,concurrency,newcomer,idle,cluster,metrics` runs some
+ * parts; `cluster` (through HAProxy over 3 instances) and `metrics` (without and with
+ * `--metrics`) are in `scripts/bench_cluster.ts` and print tables of their own.
  *
  * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
  * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
@@ -14,6 +16,7 @@
  */
 
 import net from "node:net";
+import { clusterPart, metricsPart, sizingLines } from "./bench_cluster.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const ROLES = new URL("./bench_roles.ts", import.meta.url).pathname;
@@ -226,8 +229,10 @@ async function startDenoProxy(
   options: Options,
   targetPort: number,
   workers: number,
+  extra: string[] = [],
+  name?: string,
 ): Promise<Subject> {
-  const args = ["run", "--allow-all", "--unstable-net", "main.ts"];
+  const args = ["run", "--allow-all", "--unstable-net", "main.ts", ...extra];
   if (workers > 1) args.push("--workers", String(workers));
   args.push("127.0.0.1:0", `127.0.0.1:${targetPort}`);
   // With several workers the proxy gets every core; one process is pinned like the others.
@@ -241,7 +246,7 @@ async function startDenoProxy(
   const port = Number(match[1]);
   await waitConnectable(port, 10_000);
   return {
-    name: workers > 1 ? `deno ×${workers}` : "deno",
+    name: name ?? (workers > 1 ? `deno ×${workers}` : "deno"),
     route: { kind: "ws", port, modeByte: true },
     pids: [child.pid],
     stop: () => child.stop(),
@@ -360,6 +365,8 @@ const SECTIONS = [
   "concurrency",
   "newcomer",
   "idle",
+  "cluster",
+  "metrics",
 ] as const;
 type Section = typeof SECTIONS[number];
 
@@ -393,6 +400,10 @@ interface BenchRun {
   background(subject: Subject, test: Json): { ready: Promise<boolean>; result: Promise<Json> };
   /** Restarts the proxies, for figures that need a fresh process. */
   freshProxies(): Promise<void>;
+  /** One more proxy on the target, pinned like the others; the caller stops it. */
+  proxy(name: string, args: string[]): Promise<Subject>;
+  /** Tables of their own (scripts/bench_cluster.ts), printed after the main tables. */
+  readonly sections: string[];
 }
 
 async function main(): Promise<void> {
@@ -419,6 +430,8 @@ async function main(): Promise<void> {
       },
       newcomer: newcomerPart,
       idle: idlePart,
+      cluster: clusterPart,
+      metrics: metricsPart,
     };
     for (const section of SECTIONS) {
       if (options.only.includes(section)) await parts[section](run);
@@ -438,6 +451,9 @@ async function main(): Promise<void> {
     console.log(renderTable(run.rows, names, python, info));
     console.log("");
     console.log(renderCpuTable(run.rows, names, python));
+    for (const text of [sizingLines(run.rows).join("\n"), ...run.sections].filter(Boolean)) {
+      console.log(`\n${text}`);
+    }
   } finally {
     for (const subject of running) await subject.stop();
     await target.child.stop();
@@ -499,6 +515,8 @@ async function startServers(
       }
       await new Promise((resolve) => setTimeout(resolve, 500));
     },
+    proxy: (name, args) => startDenoProxy(options, target.port, 1, args, name),
+    sections: [],
   };
 }
 
