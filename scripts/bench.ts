@@ -448,9 +448,10 @@ async function main(): Promise<void> {
     if (run.rows.some((row) => row.values.has("websocketd") || row.notes.has("websocketd"))) {
       names.push("websocketd");
     }
-    console.log(renderTable(run.rows, names, python, info));
-    console.log("");
-    console.log(renderCpuTable(run.rows, names, python));
+    const table = renderTable(run.rows, names, python, info);
+    // Only parts with tables of their own ran: the machine line, no empty tables.
+    if (run.rows.length === 0) console.log(table.split("\n").slice(0, 2).join("\n"));
+    else console.log(`${table}\n\n${renderCpuTable(run.rows, names, python)}`);
     for (const text of [sizingLines(run.rows).join("\n"), ...run.sections].filter(Boolean)) {
       console.log(`\n${text}`);
     }

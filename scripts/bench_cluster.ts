@@ -327,21 +327,23 @@ export async function metricsPart(run: ClusterBenchRun): Promise<void> {
     started.push(off);
     const on = await run.proxy("--metrics", ["--metrics", `127.0.0.1:${freePort()}`]);
     started.push(on);
-    const results = await measureAll(run, [off, on], METRICS_FIGURES);
-    run.sections.push(metricsTable(run, results, off.name, on.name));
+    // Five rounds in full mode: the differences sought are smaller than the cluster's.
+    const rounds = run.options.quick ? run.repeats : Math.max(run.repeats, 5);
+    const results = await measureAll({ ...run, repeats: rounds }, [off, on], METRICS_FIGURES);
+    run.sections.push(metricsTable(rounds, results, off.name, on.name));
   } finally {
     for (const subject of started) await subject.stop();
   }
 }
 
 function metricsTable(
-  run: ClusterBenchRun,
+  rounds: number,
   results: Map<Figure, Samples>,
   off: string,
   on: string,
 ): string {
   const lines = [
-    `--metrics overhead: the proxy without and with --metrics, ${run.repeats} alternating ` +
+    `--metrics overhead: the proxy without and with --metrics, ${rounds} alternating ` +
     "round(s), medians. Cost is how much worse the figure is with --metrics (negative: better); " +
     "the range is the cost in each round (the noise); CPU per unit is the server's CPU time per " +
     `unit of the figure. Bar: at most ${METRICS_BAR} % of any figure.`,
@@ -358,12 +360,19 @@ function metricsTable(
     const sa = summary(a);
     const sb = summary(b);
     const total = cost(sa.value, sb.value);
-    const rounds = a.map((s, i) => cost(s.value, b[i]!.value)).filter(Number.isFinite);
-    const range = rounds.length > 1
-      ? `${percent(Math.min(...rounds))} … ${percent(Math.max(...rounds))}`
+    const perRound = a.map((s, i) => cost(s.value, b[i]!.value)).filter(Number.isFinite);
+    const range = perRound.length > 1
+      ? `${percent(Math.min(...perRound))} … ${percent(Math.max(...perRound))}`
       : "–";
     const cpuCost = figure.perOp ? (sb.cpuPerOp / sa.cpuPerOp - 1) * 100 : NaN;
-    const holds = Number.isFinite(total) ? (total <= METRICS_BAR ? "yes" : "**no**") : "–";
+    // Over the bar in every round: it does not hold; over it in the median only: the noise.
+    const holds = !Number.isFinite(total)
+      ? "–"
+      : total <= METRICS_BAR
+      ? "yes"
+      : perRound.length > 1 && Math.min(...perRound) <= METRICS_BAR
+      ? "within noise"
+      : "**no**";
     lines.push(
       `| ${figure.label} | ${figure.unit} | ${format(sa.value)} | ${format(sb.value)} | ` +
         `${percent(total)} | ${range} | ${percent(cpuCost)} | ${holds} |`,

@@ -2,6 +2,7 @@
 // come from `deno task bench`, never from tests), only their presence and shape.
 
 import assert from "node:assert/strict";
+import { sizingLines } from "../scripts/bench_cluster.ts";
 
 const BENCH = new URL("../scripts/bench.ts", import.meta.url).pathname;
 
@@ -83,4 +84,55 @@ Deno.test("bench refuses an unknown --only part with the list of parts", async (
   const { code, stderr } = await bench(["--only", "latency,warp"]);
   assert.notEqual(code, 0);
   assert.match(stderr, /Unknown part 'warp' for --only: use a comma-separated list of throughput/);
+});
+
+Deno.test("bench --quick --only cluster,metrics prints the HAProxy and --metrics tables", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "cluster,metrics",
+    "--no-python",
+    "--no-pin",
+  ]);
+  assert.equal(code, 0, stderr);
+  assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
+  // No main table: only parts with tables of their own ran.
+  assert.doesNotMatch(stdout, /CPU use during each test|\| test \| unit \| direct/);
+  const [, cluster, metrics] = stdout.split(/^(?:Through HAProxy|--metrics overhead)/m);
+  assert.ok(cluster && metrics, `no HAProxy or --metrics table in:\n${stdout}`);
+  assert.deepEqual(rowOf(cluster, "test | unit").slice(2, 5), [
+    "one instance",
+    "HAProxy + 3 instances",
+    "cluster / one",
+  ]);
+  for (const label of ["1,000 sessions", "set-up", "ws→tcp, 64 KiB", "tcp→ws, 64 KiB"]) {
+    const [, , one, through, ratio, cpu] = rowOf(cluster, label);
+    assert.match(one!, /^[\d,.]+$/, `${label}: one instance`);
+    assert.match(through!, /^[\d,.]+$/, `${label}: through HAProxy`);
+    assert.match(ratio!, /^\d+\.\d\d$/, `${label}: ratio`);
+    assert.match(cpu!, /^\d+ % \/ \d+ %$/, `${label}: CPU`);
+  }
+  for (const label of ["1,000 sessions", "set-up", "ws→tcp, 1 KiB", "echo round trip p50"]) {
+    const [, , without, withMetrics, cost, , , holds] = rowOf(metrics, label);
+    assert.match(without!, /^[\d,.]+$/, `${label}: without`);
+    assert.match(withMetrics!, /^[\d,.]+$/, `${label}: with --metrics`);
+    assert.match(cost!, /^[+-]\d+\.\d %$/, `${label}: cost`);
+    assert.match(holds!, /^(yes|\*\*no\*\*|within noise)$/, `${label}: bar`);
+  }
+});
+
+Deno.test("sizingLines turns the 1,000-session and idle rows into sessions per core and GiB", () => {
+  const row = (label: string, value: number, server: number[]) => ({
+    label,
+    values: new Map([["deno", value]]),
+    cpu: new Map([["deno", { server, load: [] }]]),
+  });
+  const lines = sizingLines([
+    row("1000 concurrent echoing connections", 20000, [0.5, 0.4, 0.6]),
+    row("idle memory per connection", 16, []),
+  ]);
+  assert.match(lines.join("\n"), /20,000 msg\/s at 50 % of one core = 40,000 msg\/s per core/);
+  assert.match(lines.join("\n"), /, 10 msg\/s each: 4,000,/);
+  assert.match(lines.join("\n"), /16\.0 KiB per idle session = 65,536 idle sessions per GiB/);
+  assert.deepEqual(sizingLines([]), []);
 });
