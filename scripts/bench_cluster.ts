@@ -139,7 +139,15 @@ const METRICS_FIGURES: Figure[] = [
 ];
 
 /** Per subject, per round: the figure, the server's CPU share of one core, what fell short. */
-type Samples = Map<string, { value: number; cpu: number; short: string }[]>;
+type Samples = Map<string, Sample[]>;
+
+interface Sample {
+  value: number;
+  cpu: number;
+  short: string;
+  /** The share of the subject's CPU time that went to its first process (HAProxy). */
+  firstShare: number;
+}
 
 function log(line: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
@@ -151,7 +159,7 @@ function median(values: number[]): number {
 }
 
 /** A median figure, with what any round fell short of. */
-function cell(value: number, samples: { short: string }[]): string {
+function cell(value: number, samples: Sample[]): string {
   const short = samples.map((s) => s.short).filter(Boolean);
   return short.length > 0 ? `${format(value)} (${short.join(", ")})` : format(value);
 }
@@ -166,7 +174,19 @@ function percent(value: number): string {
   return `${value >= 0 ? "+" : ""}${value.toFixed(1)} %`;
 }
 
-/** Runs every figure over `subjects`, rounds alternating between them within each figure. */
+/** CPU ticks (user + system) used so far by `pid` (its own threads, not its children). */
+async function ticksOf(pid: number): Promise<number> {
+  const text = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11] ?? NaN) + Number(fields[12] ?? NaN);
+}
+
+/**
+ * Runs every figure over `subjects`, rounds alternating between them within each figure. For each
+ * subject it also notes which share of its processes' CPU time over the whole run went to the
+ * first one (for the cluster: HAProxy against the three instances).
+ */
 async function measureAll(
   run: ClusterBenchRun,
   subjects: Subject[],
@@ -178,13 +198,16 @@ async function measureAll(
     const samples: Samples = new Map(subjects.map((s) => [s.name, []]));
     for (let round = 0; round < run.repeats; round++) {
       for (const subject of subjects) {
+        const before = await Promise.all(subject.pids.map(ticksOf));
         const result = await run.measure(subject, figure.test(run));
+        const used = (await Promise.all(subject.pids.map(ticksOf))).map((t, i) => t - before[i]!);
+        const firstShare = used[0]! / used.reduce((a, b) => a + b, 0);
         if (result.error) log(`  ${subject.name}: ${result.error}`);
         if (result.unserved) log(`  ${subject.name}: unserved ${JSON.stringify(result.unserved)}`);
         if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} failed`);
         const cpu = typeof result.serverCpu === "number" ? result.serverCpu : NaN;
         const short = figure.short?.(result) ?? "";
-        samples.get(subject.name)!.push({ value: figure.value(result), cpu, short });
+        samples.get(subject.name)!.push({ value: figure.value(result), cpu, short, firstShare });
       }
     }
     all.set(figure, samples);
@@ -193,7 +216,7 @@ async function measureAll(
 }
 
 /** Median figure, and median server CPU (core-µs) per unit of the figure. */
-function summary(samples: { value: number; cpu: number }[]): { value: number; cpuPerOp: number } {
+function summary(samples: Sample[]): { value: number; cpuPerOp: number } {
   return {
     value: median(samples.map((s) => s.value)),
     cpuPerOp: median(samples.map((s) => s.cpu / s.value * 1e6)),
@@ -299,11 +322,12 @@ function clusterTable(
         "TCP target on CPU 1."
       : "Not pinned.") +
     ` Medians of ${run.repeats} alternating round(s); server CPU is HAProxy plus the instances ` +
-    "(share of one core) and per unit of the figure.",
+    "(share of one core) and per unit of the figure; HAProxy's part of the cluster's CPU " +
+    "time is over the whole run of each figure (connecting included).",
     "",
     `| test | unit | ${single} | ${cluster} | cluster / one | server CPU one / cluster | ` +
-    "CPU per unit, cluster / one |",
-    "| --- | --- | --- | --- | --- | --- | --- |",
+    "CPU per unit, cluster / one | HAProxy's part |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const [figure, samples] of results) {
     const a = summary(samples.get(single)!);
@@ -318,7 +342,8 @@ function clusterTable(
         `${cell(b.value, samples.get(cluster)!)} | ${ratio(b.value, a.value)} | ${share(cpuA)} / ${
           share(cpuB)
         } | ` +
-        `${ratio(b.cpuPerOp, a.cpuPerOp)} |`,
+        `${ratio(b.cpuPerOp, a.cpuPerOp)} | ` +
+        `${share(median(samples.get(cluster)!.map((s) => s.firstShare)))} |`,
     );
   }
   return lines.join("\n");

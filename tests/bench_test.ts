@@ -109,11 +109,12 @@ Deno.test("bench --quick --only cluster,metrics prints the HAProxy and --metrics
     "cluster / one",
   ]);
   for (const label of ["1,000 sessions", "set-up", "ws→tcp, 64 KiB", "tcp→ws, 64 KiB"]) {
-    const [, , one, through, ratio, cpu] = rowOf(cluster, label);
+    const [, , one, through, ratio, cpu, , haproxyPart] = rowOf(cluster, label);
     assert.match(one!, FIGURE, `${label}: one instance`);
     assert.match(through!, FIGURE, `${label}: through HAProxy`);
     assert.match(ratio!, /^\d+\.\d\d$/, `${label}: ratio`);
     assert.match(cpu!, /^\d+ % \/ \d+ %$/, `${label}: CPU`);
+    assert.match(haproxyPart!, /^\d+ %$/, `${label}: HAProxy's part of the CPU`);
   }
   for (const label of ["1,000 sessions", "set-up", "ws→tcp, 1 KiB", "echo round trip p50"]) {
     const [, , without, withMetrics, cost, , , holds] = rowOf(metrics, label);
