@@ -1,26 +1,33 @@
 /**
- * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]`: measures
- * the proxy against the limit (a direct TCP connection to the same target, or a direct `ws` echo
- * server for the concurrency tests) and against Python websockify when `/usr/bin/websockify` is
- * installed, and prints a markdown table with ratios and the issue's targets, then a table of how
- * busy the server and the load side were in each test (which side limited the figure).
- * `--only throughput,latency,setup,stdio,concurrency,newcomer,idle,cluster,metrics` runs some
- * parts; `cluster` (through HAProxy over 3 instances) and `metrics` (without and with
+ * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]`: measures the
+ * proxy against the limit (`Deno.serve` + `Deno.upgradeWebSocket` echoing, discarding or
+ * sending, without a proxy: `scripts/bench_roles.ts`), websocketd running `cat` (or the C target
+ * over stdio for the one-way rows) and Python websockify when `/usr/bin/websockify` is installed,
+ * and prints a markdown table with ratios and the goals of issue 12, a table of how busy the
+ * server and the load side were in each test (which side limited each figure), and the load
+ * generator's headroom. `--only` takes a comma-separated list of the parts in PARTS.
+ *
+ * The load generator and the TCP target are one C program, `scripts/loadgen.c`, compiled at
+ * start (`scripts/loadgen.ts`). Servers under test are pinned to CPU 0, the load generator and
+ * the TCP target to CPU 1 (`taskset`), so that the two sides do not preempt each other.
+ *
+ * The parts `cluster` (through HAProxy over 3 instances) and `metrics` (without and with
  * `--metrics`) are in `scripts/bench_cluster.ts` and print tables of their own.
  *
- * Servers under test (the proxy, Python websockify, the ws echo server) are pinned to CPU 0;
- * the load generator and the TCP target to CPU 1 (`taskset`), so that the two sides do not
- * preempt each other and the figures repeat. The processes are in `scripts/bench_roles.ts`.
+ * Adding a part: write `async function xPart(run: BenchRun)` that adds rows with `run.row()` and
+ * fills them with `run.measure()`, and add it to PARTS.
  *
  * @module
  */
 
 import net from "node:net";
 import { clusterPart, metricsPart, sizingLines } from "./bench_cluster.ts";
+import { buildLoadgen } from "./loadgen.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const ROLES = new URL("./bench_roles.ts", import.meta.url).pathname;
 const PYTHON_WEBSOCKIFY = "/usr/bin/websockify";
+const WEBSOCKETD = "/usr/bin/websocketd";
 
 type Json = Record<string, unknown>;
 
@@ -34,13 +41,8 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options {
-  const options: Options = {
-    quick: false,
-    workers: 1,
-    python: true,
-    pin: true,
-    only: [...SECTIONS],
-  };
+  const names = PARTS.map((part) => part.name);
+  const options: Options = { quick: false, workers: 1, python: true, pin: true, only: names };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--quick") options.quick = true;
@@ -49,13 +51,11 @@ function parseOptions(args: string[]): Options {
     else if (arg === "--workers") options.workers = Number(args[++i]);
     else if (arg === "--only") {
       options.only = (args[++i] ?? "").split(",").filter(Boolean);
-      const unknown = options.only.filter((part) =>
-        !(SECTIONS as readonly string[]).includes(part)
-      );
+      const unknown = options.only.filter((part) => !names.includes(part));
       if (unknown.length > 0 || options.only.length === 0) {
         throw new Error(
           `Unknown part '${unknown.join(",")}' for --only: use a comma-separated list of ` +
-            SECTIONS.join(", "),
+            names.join(", "),
         );
       }
     } else {
@@ -63,6 +63,9 @@ function parseOptions(args: string[]): Options {
         `Unknown option '${arg}': use --quick, --workers N, --no-python, --no-pin or --only PARTS`,
       );
     }
+  }
+  if (!Number.isInteger(options.workers) || options.workers < 1) {
+    throw new Error("--workers takes a whole number of processes, 1 or more");
   }
   return options;
 }
@@ -191,26 +194,44 @@ async function waitConnectable(port: number, ms: number): Promise<void> {
   throw new Error(`Nothing listens on port ${port} after ${ms} ms`);
 }
 
-/** A server the load generator can be pointed at. */
+/** How the load generator reaches a server (loadgen's port=, ws= and mode= keys). */
+interface Route {
+  readonly port: number;
+  /** WebSocket (true) or raw TCP. */
+  readonly ws: boolean;
+  /** Send the target's mode message first (false for websocketd + cat, which only echoes). */
+  readonly mode: boolean;
+}
+
+/** A server the load generator can be pointed at: one column of the tables. */
 interface Subject {
   readonly name: string;
-  readonly route: { kind: "ws" | "tcp"; port: number; modeByte: boolean };
-  /** Processes whose memory counts (the server under test). */
+  readonly route: Route;
+  /** Processes whose CPU and memory count (the server under test). */
   readonly pids: number[];
+  /** It forwards to the TCP target, whose CPU then counts on the load side. */
+  readonly usesTarget: boolean;
+  /** The server for the one-way rows, when it is another process (websocketd). */
+  oneWay?: Subject;
   stop(): Promise<void>;
 }
 
 const SERVER_CPU = 0;
 const LOAD_CPU = cpuCount > 1 ? 1 : 0;
 
-async function startTarget(options: Options): Promise<{ port: number; child: Child }> {
-  const child = new Child(Deno.execPath(), ["run", "-A", ROLES, "target"], pin(options, LOAD_CPU));
-  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The TCP target");
-  return { port: Number(match[1]), child };
-}
-
 function pin(options: Options, cpu: number): number | undefined {
   return options.pin ? cpu : undefined;
+}
+
+async function startTarget(options: Options, loadgen: string): Promise<Child> {
+  const child = new Child(loadgen, ["target"], pin(options, LOAD_CPU));
+  await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The TCP target");
+  return child;
+}
+
+function portOf(child: Child): number {
+  const line = child.lines.find((l) => /^\{"port":\d+\}/.test(l));
+  return Number(line?.match(/\d+/)?.[0]);
 }
 
 /**
@@ -223,6 +244,15 @@ async function startTaskEnv(): Promise<Record<string, string>> {
   };
   const flags = config.tasks.start?.match(/DENO_V8_FLAGS=(\S+)/)?.[1];
   return flags ? { DENO_V8_FLAGS: flags } : {};
+}
+
+function subjectOf(
+  name: string,
+  child: Child,
+  route: Route,
+  usesTarget: boolean,
+): Subject {
+  return { name, route, pids: [child.pid], usesTarget, stop: () => child.stop() };
 }
 
 async function startDenoProxy(
@@ -245,12 +275,8 @@ async function startDenoProxy(
   const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The proxy");
   const port = Number(match[1]);
   await waitConnectable(port, 10_000);
-  return {
-    name: name ?? (workers > 1 ? `deno ×${workers}` : "deno"),
-    route: { kind: "ws", port, modeByte: true },
-    pids: [child.pid],
-    stop: () => child.stop(),
-  };
+  const column = name ?? (workers > 1 ? `deno ×${workers}` : "deno");
+  return subjectOf(column, child, { port, ws: true, mode: true }, true);
 }
 
 async function startPython(options: Options, targetPort: number): Promise<Subject> {
@@ -261,77 +287,115 @@ async function startPython(options: Options, targetPort: number): Promise<Subjec
     pin(options, SERVER_CPU),
   );
   await waitConnectable(port, 20_000);
-  return {
-    name: "python",
-    route: { kind: "ws", port, modeByte: true },
-    pids: [child.pid],
-    stop: () => child.stop(),
-  };
+  return subjectOf("python", child, { port, ws: true, mode: true }, true);
 }
 
-async function startWsEcho(options: Options): Promise<Subject> {
-  const child = new Child(
-    Deno.execPath(),
-    ["run", "-A", ROLES, "ws-echo"],
-    pin(options, SERVER_CPU),
-  );
-  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The ws echo server");
-  return {
-    name: "ws echo",
-    route: { kind: "ws", port: Number(match[1]), modeByte: false },
-    pids: [child.pid],
-    stop: () => child.stop(),
-  };
+async function startLimit(options: Options): Promise<Subject> {
+  const child = new Child(Deno.execPath(), ["run", "-A", ROLES, "limit"], pin(options, SERVER_CPU));
+  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The Deno.serve limit server");
+  return subjectOf("limit", child, { port: Number(match[1]), ws: true, mode: true }, false);
 }
 
 /**
- * Runs one measurement in a fresh load-generator process (pinned like the load side) and
- * resolves with its result: the last JSON line it printed.
+ * Debian's websocketd running `program` per session: `--binary` for the main rows (binary
+ * messages passed through as they are), line mode for the stdio row.
  */
-function startLoad(options: Options, subject: Subject, test: Json): {
-  child: Child;
-  result: Promise<Json>;
-} {
-  const spec = { ...test, route: subject.route, pid: subject.pids, limitMs: 120_000 };
-  const child = new Child(
-    Deno.execPath(),
-    ["run", "-A", ROLES, "load", JSON.stringify(spec)],
-    pin(options, LOAD_CPU),
-  );
-  const result = child.finished.then(() => {
-    const last = [...child.lines].reverse().find((line) => line.startsWith("{"));
-    try {
-      const parsed = JSON.parse(last ?? "") as Json;
-      if (parsed.error) log(`  ${subject.name} ${test.test}: ${parsed.error}`);
-      return parsed;
-    } catch {
-      log(`  ${subject.name} ${test.test}: no result (${child.lines.slice(-3).join(" | ")})`);
-      return { error: "no result" };
-    }
-  });
-  return { child, result };
-}
-
-function load(options: Options, subject: Subject, test: Json): Promise<Json> {
-  return startLoad(options, subject, test).result;
-}
-
-/**
- * Starts a measurement that announces `{"ready":true}` once its load is running (the concurrent
- * test with `announce`), for another measurement to run against the busy server meanwhile.
- */
-function loadInBackground(
+async function startWebsocketd(
   options: Options,
-  subject: Subject,
-  test: Json,
-): { ready: Promise<boolean>; result: Promise<Json> } {
-  const { child, result } = startLoad(options, subject, { ...test, announce: true });
-  const ready = child.waitFor(/^\{"ready":true/, 60_000, "The busy load").then(
-    () => true,
-    () => false,
+  program: string[],
+  binary: boolean,
+  mode: boolean,
+): Promise<Subject> {
+  const port = await freePort();
+  const child = new Child(
+    WEBSOCKETD,
+    ["--address=127.0.0.1", `--port=${port}`, "--loglevel=error"]
+      .concat(binary ? ["--binary"] : [], program),
+    pin(options, SERVER_CPU),
+    { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
   );
-  return { ready, result };
+  await waitConnectable(port, 20_000);
+  return subjectOf("websocketd", child, { port, ws: true, mode }, false);
 }
+
+/** One figure's CPU: shares of one core over the measuring window. */
+interface CpuSample {
+  /** The server under test's process tree. */
+  server: number;
+  /** Load generator + TCP target (when the server forwards to it). */
+  load: number;
+  /** The load generator alone. */
+  own: number;
+  /** How busy the server's core and the load core were, every process counted. */
+  serverCore: number;
+  loadCore: number;
+}
+
+/** A goal: deno's figure against a column (`ratio` × it), or an absolute bound. */
+interface Goal {
+  against: string;
+  ratio: number;
+  text: string;
+}
+
+/** One row of the table. */
+interface Row {
+  label: string;
+  unit: string;
+  /** Which way is better. */
+  higher: boolean;
+  values: Map<string, number>;
+  notes: Map<string, string>;
+  /** Per column: did every session get served (echo rows); a goal fails when not. */
+  served: Map<string, boolean>;
+  cpu: Map<string, CpuSample[]>;
+  goals: Goal[];
+}
+
+/** What the parts of one bench invocation share. */
+interface BenchRun {
+  readonly options: Options;
+  /** Runs per figure, and the throughput tests' window and warm-up. */
+  readonly repeats: number;
+  readonly windowMs: number;
+  readonly warmupMs: number;
+  /** The columns: limit, the proxies, websocketd, Python; freshProxies() replaces the proxies. */
+  readonly subjects: Subject[];
+  readonly rows: Row[];
+  /** Path of the built load generator. */
+  readonly loadgen: string;
+  /** Adds a row to the table. */
+  row(label: string, unit: string, higher: boolean, goals?: Goal[]): Row;
+  /**
+   * One loadgen run (`mode`, `keys`) against `subject`; keeps its CPU figures on `row`.
+   * Resolves with its JSON result (`{ error }` when it failed).
+   */
+  measure(subject: Subject, mode: string, keys: Json, row?: Row): Promise<Json>;
+  /** Restarts the proxies, for figures that need a fresh process. */
+  freshProxies(): Promise<void>;
+  /** One more proxy on the target, pinned like the others; the caller stops it. */
+  proxy(name: string, args: string[]): Promise<Subject>;
+  /** Tables of their own (scripts/bench_cluster.ts), printed after the main tables. */
+  readonly sections: string[];
+}
+
+/** A part of the bench: `--only` picks them by name; they run in this order. */
+interface Part {
+  readonly name: string;
+  run(run: BenchRun): Promise<void>;
+}
+
+const PARTS: readonly Part[] = [
+  { name: "throughput", run: throughputPart },
+  { name: "latency", run: latencyPart },
+  { name: "setup", run: setupPart },
+  { name: "stdio", run: stdioPart },
+  { name: "concurrency", run: concurrencyPart },
+  { name: "newcomer", run: newcomerPart },
+  { name: "idle", run: idlePart },
+  { name: "cluster", run: clusterPart },
+  { name: "metrics", run: metricsPart },
+];
 
 function log(line: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
@@ -342,68 +406,29 @@ function median(values: number[]): number {
   return sorted.length === 0 ? NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
-/** One row of the table. */
-interface Row {
-  label: string;
-  unit: string;
-  /** Key of the result to show; `higher` tells which way is better. */
-  higher: boolean;
-  values: Map<string, number>;
-  notes: Map<string, string>;
-  /** Per subject: CPU share of one core of the server and of the load side, per run. */
-  cpu: Map<string, { server: number[]; load: number[] }>;
-  /** Target: required ratio to Python (or to the limit), or an absolute bound. */
-  target?: { against: "python" | "limit" | "absolute"; ratio: number; text: string };
+/** A number from a loadgen result (null, the JSON of NaN, and missing give NaN). */
+function num(value: unknown): number {
+  return typeof value === "number" ? value : NaN;
 }
 
-/** The parts of the bench `--only` can pick. */
-const SECTIONS = [
-  "throughput",
-  "latency",
-  "setup",
-  "stdio",
-  "concurrency",
-  "newcomer",
-  "idle",
-  "cluster",
-  "metrics",
-] as const;
-type Section = typeof SECTIONS[number];
-
-/** A load generator's CPU figures, kept on `row` under `name`. */
-function keepCpu(row: Row, name: string, result: Json): void {
-  const entry = row.cpu.get(name) ?? { server: [], load: [] };
-  // NaN travels through JSON as null: no figure.
-  const figure = (value: unknown) => typeof value === "number" ? value : NaN;
-  entry.server.push(figure(result.serverCpu));
-  entry.load.push(figure(result.loadCpu));
-  row.cpu.set(name, entry);
-}
-
-/** What the parts of one bench invocation share. */
-interface BenchRun {
-  readonly options: Options;
-  /** Runs per figure, and the throughput tests' window and warm-up. */
-  readonly repeats: number;
-  readonly windowMs: number;
-  readonly warmupMs: number;
-  /** "direct" first, then the proxies and Python; freshProxies() replaces the proxies. */
-  readonly subjects: Subject[];
-  /** The ws echo server: the limit of the concurrency rows. */
-  readonly wsEcho: Subject;
-  readonly rows: Row[];
-  /** Adds a row to the table. */
-  row(label: string, unit: string, higher: boolean, target?: Row["target"]): Row;
-  /** One measurement in a fresh load generator (with the target's CPU on the load side). */
-  measure(subject: Subject, test: Json): Promise<Json>;
-  /** Starts a measurement with a busy load that announces when it runs. */
-  background(subject: Subject, test: Json): { ready: Promise<boolean>; result: Promise<Json> };
-  /** Restarts the proxies, for figures that need a fresh process. */
-  freshProxies(): Promise<void>;
-  /** One more proxy on the target, pinned like the others; the caller stops it. */
-  proxy(name: string, args: string[]): Promise<Subject>;
-  /** Tables of their own (scripts/bench_cluster.ts), printed after the main tables. */
-  readonly sections: string[];
+async function runLoadgen(
+  options: Options,
+  loadgen: string,
+  args: string[],
+  what: string,
+): Promise<Json> {
+  const child = new Child(loadgen, args, pin(options, LOAD_CPU));
+  await child.finished;
+  await child.process.status;
+  const last = [...child.lines].reverse().find((line) => line.startsWith("{"));
+  try {
+    const parsed = JSON.parse(last ?? "") as Json;
+    if (parsed.error) log(`  ${what}: ${parsed.error}`);
+    return parsed;
+  } catch {
+    log(`  ${what}: no result (${child.lines.slice(-3).join(" | ")})`);
+    return { error: "no result" };
+  }
 }
 
 async function main(): Promise<void> {
@@ -411,30 +436,19 @@ async function main(): Promise<void> {
   const started = performance.now();
   const python = options.python &&
     await Deno.stat(PYTHON_WEBSOCKIFY).then(() => true, () => false);
+  const websocketd = await Deno.stat(WEBSOCKETD).then(() => true, () => false);
   const versionText = new TextDecoder().decode(
     (await new Deno.Command(Deno.execPath(), { args: ["--version"] }).output()).stdout,
   ).split("\n")[0];
+  const loadgen = await buildLoadgen();
   const repeats = options.quick ? 1 : 3;
   log(`bench: ${options.quick ? "quick" : "full"} mode, ${repeats} run(s) per figure`);
-  const target = await startTarget(options);
+  const target = await startTarget(options, loadgen);
   const running: Subject[] = [];
   try {
-    const run = await startServers(options, target, python, running);
-    const parts: Record<Section, (run: BenchRun) => Promise<void>> = {
-      throughput: throughputPart,
-      latency: latencyPart,
-      setup: setupPart,
-      stdio: stdioPart,
-      concurrency: async (run) => {
-        for (const connections of [1000, 5000]) await concurrencyPart(run, connections);
-      },
-      newcomer: newcomerPart,
-      idle: idlePart,
-      cluster: clusterPart,
-      metrics: metricsPart,
-    };
-    for (const section of SECTIONS) {
-      if (options.only.includes(section)) await parts[section](run);
+    const run = await startServers(options, loadgen, target, python, websocketd, running);
+    for (const part of PARTS) {
+      if (options.only.includes(part.name)) await part.run(run);
     }
     const info = {
       mode: options.quick ? "quick" : "full",
@@ -444,64 +458,89 @@ async function main(): Promise<void> {
       workers: options.workers,
     };
     const names = run.subjects.map((s) => s.name);
-    // The stdio part's comparison has a column of its own.
-    if (run.rows.some((row) => row.values.has("websocketd") || row.notes.has("websocketd"))) {
-      names.push("websocketd");
-    }
-    const table = renderTable(run.rows, names, python, info);
-    // Only parts with tables of their own ran: the machine line, no empty tables.
+    const table = renderTable(run.rows, names, info);
+    // Only parts with tables of their own ran: the machine lines, no empty tables.
     if (run.rows.length === 0) console.log(table.split("\n").slice(0, 2).join("\n"));
-    else console.log(`${table}\n\n${renderCpuTable(run.rows, names, python)}`);
+    else {
+      console.log(table);
+      console.log("");
+      console.log(renderCpuTable(run.rows, names, info.pinned));
+      console.log("");
+      console.log(renderHeadroom(run.rows, names));
+    }
     for (const text of [sizingLines(run.rows).join("\n"), ...run.sections].filter(Boolean)) {
       console.log(`\n${text}`);
     }
   } finally {
     for (const subject of running) await subject.stop();
-    await target.child.stop();
+    await target.stop();
   }
 }
 
 /** Starts the servers under test; `running` collects them for the caller to stop. */
 async function startServers(
   options: Options,
-  target: { port: number; child: Child },
+  loadgen: string,
+  target: Child,
   python: boolean,
+  websocketd: boolean,
   running: Subject[],
 ): Promise<BenchRun> {
-  const subjects: Subject[] = [{
-    name: "direct",
-    route: { kind: "tcp", port: target.port, modeByte: true },
-    pids: [target.child.pid],
-    stop: async () => {},
-  }];
+  const targetPort = portOf(target);
+  const subjects: Subject[] = [];
   const add = (subject: Subject) => {
     subjects.push(subject);
     running.push(subject);
   };
-  add(await startDenoProxy(options, target.port, 1));
-  if (options.workers > 1) add(await startDenoProxy(options, target.port, options.workers));
-  if (python) add(await startPython(options, target.port));
-  const wsEcho = await startWsEcho(options);
-  running.push(wsEcho);
+  add(await startLimit(options));
+  add(await startDenoProxy(options, targetPort, 1));
+  if (options.workers > 1) add(await startDenoProxy(options, targetPort, options.workers));
+  if (websocketd) {
+    const cat = await startWebsocketd(options, ["cat"], true, false);
+    // The one-way rows need a sink and a source behind websocketd: the C target over stdio.
+    cat.oneWay = await startWebsocketd(options, [loadgen, "stdio"], true, true);
+    running.push(cat.oneWay);
+    add(cat);
+  }
+  if (python) add(await startPython(options, targetPort));
   const rows: Row[] = [];
-  // Every measurement also reports the TCP target's CPU, as part of the load side.
-  const withTarget = (test: Json) => ({ ...test, targetPid: target.child.pid });
   return {
     options,
     repeats: options.quick ? 1 : 3,
     windowMs: options.quick ? 1000 : 2000,
     warmupMs: options.quick ? 300 : 500,
     subjects,
-    wsEcho,
     rows,
-    row(label, unit, higher, goal) {
-      const r: Row = { label, unit, higher, values: new Map(), notes: new Map(), cpu: new Map() };
-      if (goal) r.target = goal;
+    loadgen,
+    row(label, unit, higher, goals = []) {
+      const r: Row = {
+        label,
+        unit,
+        higher,
+        values: new Map(),
+        notes: new Map(),
+        served: new Map(),
+        cpu: new Map(),
+        goals,
+      };
       rows.push(r);
       return r;
     },
-    measure: (subject, test) => load(options, subject, withTarget(test)),
-    background: (subject, test) => loadInBackground(options, subject, withTarget(test)),
+    async measure(subject, mode, keys, row) {
+      const route = subject.route;
+      const args = [
+        mode,
+        `port=${route.port}`,
+        `ws=${route.ws ? 1 : 0}`,
+        `mode=${route.mode ? 1 : 0}`,
+        `server=${subject.pids.join(",")}`,
+        ...(subject.usesTarget ? [`target=${target.pid}`] : []),
+        ...Object.entries(keys).map(([key, value]) => `${key}=${value}`),
+      ];
+      const result = await runLoadgen(options, loadgen, args, `${subject.name} ${mode}`);
+      if (row) keepCpu(row, subject.name, result);
+      return result;
+    },
     // Memory figures need a fresh proxy: RSS after the bulk-transfer tests says more about the
     // allocator's high-water mark than about sessions.
     async freshProxies() {
@@ -510,15 +549,29 @@ async function startServers(
         if (!old.name.startsWith("deno")) continue;
         await old.stop();
         const workers = old.name === "deno" ? 1 : options.workers;
-        const fresh = await startDenoProxy(options, target.port, workers);
+        const fresh = await startDenoProxy(options, targetPort, workers);
         subjects[index] = fresh;
         running[running.indexOf(old)] = fresh;
       }
       await new Promise((resolve) => setTimeout(resolve, 500));
     },
-    proxy: (name, args) => startDenoProxy(options, target.port, 1, args, name),
+    proxy: (name, args) => startDenoProxy(options, targetPort, 1, args, name),
     sections: [],
   };
+}
+
+/** A loadgen result's CPU figures, kept on `row` under `name`. */
+function keepCpu(row: Row, name: string, result: Json): void {
+  const cores = Array.isArray(result.cores) ? result.cores as unknown[] : [];
+  const list = row.cpu.get(name) ?? [];
+  list.push({
+    server: num(result.serverCpu),
+    load: num(result.loadCpu),
+    own: num(result.ownCpu),
+    serverCore: num(cores[SERVER_CPU]),
+    loadCore: num(cores[LOAD_CPU]),
+  });
+  row.cpu.set(name, list);
 }
 
 /** Appends `value` to the list kept under `key`. */
@@ -526,87 +579,71 @@ function pushTo(map: Map<string, number[]>, key: string, value: number): void {
   map.set(key, [...map.get(key) ?? [], value]);
 }
 
-/** The ws echo server (as "direct") and the proxies: the servers of the concurrency rows. */
-function echoAndProxies(run: BenchRun): [string, Subject][] {
-  return [
-    ["direct", run.wsEcho],
-    ...run.subjects.filter((s) => s.name.startsWith("deno")).map((s): [string, Subject] => [
-      s.name,
-      s,
-    ]),
-  ];
-}
-
+// Rounds alternate between the subjects, so that a noisy stretch of the shared machine does not
+// land on one of them only; each figure is the median over the rounds.
 async function throughputPart(run: BenchRun): Promise<void> {
-  const vsPython = (ratio: number) => ({
-    against: "python" as const,
-    ratio,
-    text: `≥ ${ratio === 1 ? "1.0" : ratio}× python`,
-  });
-  const tests: [string, Json, Row][] = [
+  const goals = (limit: number, python: number): Goal[] => [
+    ...(limit > 0 ? [{ against: "limit", ratio: limit, text: `≥ ${limit}× limit` }] : []),
+    { against: "python", ratio: python, text: `≥ ${python}× python` },
+  ];
+  const tests: [string, string, number, Row][] = [
     [
       "ws→tcp 64 KiB",
-      { test: "upload", messageSize: 65536 },
-      run.row("ws→tcp, 64 KiB messages", "MB/s", true, vsPython(3)),
+      "up",
+      65536,
+      run.row("ws→tcp, 64 KiB messages", "MB/s", true, goals(0.7, 1.5)),
     ],
-    [
-      "ws→tcp 1 KiB",
-      { test: "upload", messageSize: 1024 },
-      run.row("ws→tcp, 1 KiB messages", "MB/s", true, vsPython(8)),
-    ],
+    ["ws→tcp 1 KiB", "up", 1024, run.row("ws→tcp, 1 KiB messages", "MB/s", true, goals(0, 8))],
     [
       "tcp→ws 64 KiB",
-      { test: "download", writeSize: 65536 },
-      run.row("tcp→ws, 64 KiB writes", "MB/s", true, vsPython(1)),
+      "down",
+      65536,
+      run.row("tcp→ws, 64 KiB writes", "MB/s", true, goals(0.9, 1.5)),
     ],
-    [
-      "tcp→ws 1 KiB",
-      { test: "download", writeSize: 1024 },
-      run.row("tcp→ws, 1 KiB writes", "MB/s", true, vsPython(1.25)),
-    ],
+    ["tcp→ws 1 KiB", "down", 1024, run.row("tcp→ws, 1 KiB writes", "MB/s", true, goals(0, 1.25))],
   ];
-  for (const [name, test, r] of tests) {
+  for (const [name, mode, size, row] of tests) {
     log(`- ${name}`);
     const samples = new Map<string, number[]>();
     for (let round = 0; round < run.repeats; round++) {
       for (const subject of run.subjects) {
-        const result = await run.measure(subject, {
-          ...test,
-          windowMs: run.windowMs,
-          warmupMs: run.warmupMs,
-        });
-        pushTo(samples, subject.name, result.mbps as number);
-        keepCpu(r, subject.name, result);
+        // websocketd's column: the C target over stdio behind it (its CPU counts as the server's).
+        const server = { ...(subject.oneWay ?? subject), name: subject.name };
+        const result = await run.measure(server, mode, {
+          size,
+          window: run.windowMs,
+          warmup: run.warmupMs,
+        }, row);
+        pushTo(samples, subject.name, num(result.mbps));
       }
     }
-    for (const [subject, values] of samples) r.values.set(subject, median(values));
+    for (const [subject, values] of samples) row.values.set(subject, median(values));
+    if (run.subjects.some((s) => s.oneWay)) row.notes.set("websocketd", "C target over stdio");
   }
 }
 
-// Rounds alternate between the subjects, so that a noisy stretch of the shared machine does not
-// land on one of them only; each figure is the median over the rounds.
 async function latencyPart(run: BenchRun): Promise<void> {
   log("- echo round trip");
-  const p50 = run.row("echo round trip p50 (32 B)", "µs", false, {
-    against: "python",
-    ratio: 1,
-    text: "≤ 1.0× python",
-  });
-  const p99 = run.row("echo round trip p99 (32 B)", "µs", false, {
-    against: "python",
-    ratio: 0.75,
-    text: "≤ 0.75× python",
-  });
+  const p50 = run.row("echo round trip p50 (32 B)", "µs", false, [
+    { against: "python", ratio: 1, text: "≤ 1.0× python" },
+  ]);
+  const p99 = run.row("echo round trip p99 (32 B)", "µs", false, [
+    { against: "python", ratio: 0.75, text: "≤ 0.75× python" },
+  ]);
   const quick = run.options.quick;
   const rounds = quick ? 1 : 5;
   const p50s = new Map<string, number[]>();
   const p99s = new Map<string, number[]>();
   for (let round = 0; round < rounds; round++) {
     for (const subject of run.subjects) {
-      const result = await run.measure(subject, { test: "latency", count: quick ? 3000 : 4000 });
-      pushTo(p50s, subject.name, result.p50 as number);
-      pushTo(p99s, subject.name, result.p99 as number);
-      keepCpu(p50, subject.name, result);
+      const result = await run.measure(
+        subject,
+        "latency",
+        { count: quick ? 4000 : 6000, size: 32 },
+        p50,
+      );
+      pushTo(p50s, subject.name, num(result.p50));
+      pushTo(p99s, subject.name, num(result.p99));
     }
   }
   for (const subject of run.subjects) {
@@ -618,28 +655,24 @@ async function latencyPart(run: BenchRun): Promise<void> {
 
 async function setupPart(run: BenchRun): Promise<void> {
   log("- connection set-up");
-  const setup = run.row("set-up: handshake, 1 echo, close (4 parallel)", "conn/s", true, {
-    against: "python",
-    ratio: 10,
-    text: "≥ 10× python",
-  });
+  const setup = run.row("set-up: handshake, 1 echo, close (4 parallel)", "conn/s", true, [
+    { against: "limit", ratio: 0.8, text: "≥ 0.8× limit" },
+  ]);
   const rates = new Map<string, number[]>();
   for (let round = 0; round < run.repeats; round++) {
     for (const subject of run.subjects) {
-      const result = await run.measure(subject, {
-        test: "setup",
-        windowMs: run.windowMs,
-        parallel: 4,
-      });
-      pushTo(rates, subject.name, result.rate as number);
-      keepCpu(setup, subject.name, result);
+      const result = await run.measure(
+        subject,
+        "setup",
+        { parallel: 4, window: run.windowMs },
+        setup,
+      );
+      pushTo(rates, subject.name, num(result.rate));
       if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
     }
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
 }
-
-const WEBSOCKETD = "/usr/bin/websocketd";
 
 /** The proxy running `cat` per session over stdio, in line mode (`--stdio --stdio-text`). */
 async function startDenoStdio(options: Options): Promise<Subject> {
@@ -653,35 +686,12 @@ async function startDenoStdio(options: Options): Promise<Subject> {
   const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The stdio proxy");
   const port = Number(match[1]);
   await waitConnectable(port, 10_000);
-  return {
-    name: "deno",
-    route: { kind: "ws", port, modeByte: false },
-    pids: [child.pid],
-    stop: () => child.stop(),
-  };
-}
-
-/** Debian's websocketd running `cat` per session (line mode, its default). */
-async function startWebsocketd(options: Options): Promise<Subject> {
-  const port = await freePort();
-  const child = new Child(
-    WEBSOCKETD,
-    ["--address=127.0.0.1", `--port=${port}`, "--loglevel=error", "cat"],
-    pin(options, SERVER_CPU),
-    { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
-  );
-  await waitConnectable(port, 20_000);
-  return {
-    name: "websocketd",
-    route: { kind: "ws", port, modeByte: false },
-    pids: [child.pid],
-    stop: () => child.stop(),
-  };
+  return subjectOf("deno", child, { port, ws: true, mode: false }, false);
 }
 
 // Program sessions over stdio: each set-up starts `cat`, echoes one line through it and closes.
-// The proxy (`--stdio --stdio-text -- cat`) against websocketd, rounds alternating; the figures
-// sit in the deno and websocketd columns, their ratio in the note of the websocketd column.
+// The proxy (`--stdio --stdio-text -- cat`) against websocketd in line mode, rounds alternating;
+// the figures sit in the deno and websocketd columns, their ratio in the note of websocketd's.
 async function stdioPart(run: BenchRun): Promise<void> {
   log("- program sessions over stdio");
   const row = run.row(
@@ -692,18 +702,16 @@ async function stdioPart(run: BenchRun): Promise<void> {
   const haveWebsocketd = await Deno.stat(WEBSOCKETD).then(() => true, () => false);
   const subjects = [await startDenoStdio(run.options)];
   try {
-    if (haveWebsocketd) subjects.push(await startWebsocketd(run.options));
+    if (haveWebsocketd) subjects.push(await startWebsocketd(run.options, ["cat"], false, false));
     const rates = new Map<string, number[]>();
     for (let round = 0; round < run.repeats; round++) {
       for (const subject of subjects) {
-        const result = await load(run.options, subject, {
-          test: "setup",
-          windowMs: run.windowMs,
+        const result = await run.measure(subject, "setup", {
           parallel: 4,
-          line: "hello",
-        });
-        pushTo(rates, subject.name, result.rate as number);
-        keepCpu(row, subject.name, result);
+          window: run.windowMs,
+          text: "hello",
+        }, row);
+        pushTo(rates, subject.name, num(result.rate));
         if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} set-ups failed`);
       }
     }
@@ -719,118 +727,134 @@ async function stdioPart(run: BenchRun): Promise<void> {
   }
 }
 
-// Runs alternate between the ws echo server and the proxies, all on the same processes (the
-// proxies fresh at the first); the rate is the median, the memory the largest seen and "served"
-// the fewest.
-async function concurrencyPart(run: BenchRun, connections: number): Promise<void> {
-  log(`- ${connections} concurrent echoing connections`);
+// N sessions echoing 32 B messages, each waiting for its echo; every session is open before any
+// echoes. Runs alternate between the servers, the proxies fresh at the first run of each size;
+// the rate is the median, the memory the largest seen and "served" the fewest.
+async function concurrencyPart(run: BenchRun): Promise<void> {
+  for (const sessions of [1000, 5000]) await echoingSessions(run, sessions);
+}
+
+async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
+  log(`- ${sessions} echoing sessions`);
   await run.freshProxies();
-  const large = connections === 5000;
-  const rate = run.row(`${connections} concurrent echoing connections`, "msg/s", true, {
-    against: "limit",
-    ratio: large ? 0.5 : 0,
-    text: large ? "≥ 0.5× ws echo, all served" : "all served",
-  });
-  const memory = run.row(`  proxy memory at ${connections} connections`, "MiB", false, {
-    against: "absolute",
-    ratio: large ? 250 : Infinity,
-    text: large ? "≤ 250 MiB" : "",
-  });
+  const large = sessions === 5000;
+  const label = sessions.toLocaleString("en-US");
+  const rate = run.row(`${label} sessions echoing (32 B)`, "msg/s", true, [
+    { against: "limit", ratio: 0.6, text: "≥ 0.6× limit" },
+    { against: "websocketd", ratio: 1, text: "> websocketd" },
+    { against: "served", ratio: 1, text: "all served" },
+  ]);
+  const memory = run.row(
+    `  server RSS at ${label} sessions`,
+    "MiB",
+    false,
+    large ? [{ against: "absolute", ratio: 160, text: "≤ 160 MiB" }] : [],
+  );
   const rates = new Map<string, number[]>();
   const memories = new Map<string, number[]>();
   const served = new Map<string, number[]>();
+  const opened = new Map<string, number[]>();
   for (let round = 0; round < run.repeats; round++) {
-    for (const [name, subject] of echoAndProxies(run)) {
-      const result = await run.measure(subject, {
-        test: "concurrent",
-        connections,
-        windowMs: run.options.quick ? 1500 : 3000,
-      });
-      pushTo(rates, name, result.rate as number);
-      pushTo(memories, name, (result.memoryKib as number) / 1024);
-      pushTo(served, name, Number(result.served ?? 0));
-      if (result.unserved) log(`  ${name}: unserved sessions ${JSON.stringify(result.unserved)}`);
-      keepCpu(rate, name, result);
+    for (const subject of run.subjects) {
+      const python = subject.name === "python";
+      // Python websockify forks per session and opens a few hundred in 10 s: 1,000 only.
+      if (python && large) continue;
+      const result = await run.measure(subject, "echo", {
+        sessions,
+        window: run.options.quick ? 1500 : 3000,
+        // Python websockify forks per session and opens them slowly: its sessions get 10 s.
+        opentimeout: python ? 10_000 : 20_000,
+        starttimeout: python ? 10_000 : 15_000,
+      }, rate);
+      pushTo(rates, subject.name, num(result.rate));
+      pushTo(memories, subject.name, num(result.memoryKib) / 1024);
+      pushTo(served, subject.name, Number(result.served ?? 0));
+      pushTo(opened, subject.name, Number(result.opened ?? 0));
+      if (Number(result.served) !== sessions && !python) {
+        log(
+          `  ${subject.name}: ${result.served}/${sessions} served (opened ${result.opened}, ` +
+            `never started ${result.neverStarted}, stalled ${result.stalled}, closed ` +
+            `${result.closed})`,
+        );
+      }
     }
   }
   for (const [name, list] of rates) {
     rate.values.set(name, median(list));
-    rate.notes.set(name, `${Math.min(...served.get(name)!)}/${connections} served`);
+    const fewest = Math.min(...served.get(name)!);
+    const fewestOpened = Math.min(...opened.get(name)!);
+    rate.served.set(name, fewest === sessions);
+    rate.notes.set(
+      name,
+      `${fewest}/${sessions} served` + (fewestOpened < sessions ? `, ${fewestOpened} opened` : ""),
+    );
     // The largest RSS over the runs (sessions of earlier runs have come and gone by the later
     // ones: the figure includes what the heap keeps of them), and the fresh process's.
     const seen = memories.get(name)!.filter(Number.isFinite);
     if (seen.length > 0) memory.values.set(name, Math.max(...seen));
-    // Only the proxies are restarted before these rows; the ws echo server is not fresh.
-    if (seen.length > 1 && name !== "direct") {
+    if (seen.length > 1 && name.startsWith("deno")) {
       memory.notes.set(name, `fresh ${seen[0]!.toFixed(1)}`);
     }
   }
-  rate.notes.set("python", "forks per connection: not run");
+  if (large && run.subjects.some((s) => s.name === "python")) {
+    rate.notes.set("python", "forks per session: not run");
+  }
 }
 
 // A new client while 2,000 sessions echo at full speed: handshake and first echo, one after
-// another. Not a target of the issue: it keeps the known limitation (a saturated Deno event loop
-// accepts late, docs/decisions.md "Sixth pass") visible, for the proxy and for the ws echo
-// server, which runs on the same runtime. One run per server.
+// another, in the same load generator. Not a goal: it keeps the known limitation (a saturated
+// Deno event loop accepts late, docs/decisions.md "Sixth pass") visible for the proxy and for
+// the limit server, which runs on the same runtime. One run per server; not Python (it forks).
 async function newcomerPart(run: BenchRun): Promise<void> {
-  const busySessions = 2000;
-  log(`- new sessions while ${busySessions} sessions echo`);
-  const probeMs = run.options.quick ? 3000 : 5000;
-  const newcomer = run.row(
-    `new session while ${busySessions} sessions echo (handshake + 1 echo)`,
+  const busy = 2000;
+  log(`- new sessions while ${busy} sessions echo`);
+  const window = run.options.quick ? 3000 : 5000;
+  const row = run.row(
+    `new session while ${busy.toLocaleString("en-US")} sessions echo (handshake + 1 echo)`,
     "ms",
     false,
   );
-  for (const [name, subject] of echoAndProxies(run)) {
-    const busy = run.background(subject, {
-      test: "concurrent",
-      connections: busySessions,
-      windowMs: probeMs + 1000,
-    });
-    // Probes start once every busy session has echoed.
-    const result = await busy.ready
-      ? await run.measure(subject, {
-        test: "probe",
-        windowMs: probeMs,
-        intervalMs: 100,
-        timeoutMs: 10_000,
-      })
-      : { error: "the busy load did not start" };
-    const busyResult = await busy.result;
-    if (Number(busyResult.served) !== busySessions || busyResult.error) {
-      log(`  ${name} newcomer: busy load ${JSON.stringify(busyResult).slice(0, 300)}`);
-    }
-    if (result.error) {
-      log(`  ${name} newcomer: ${result.error}`);
-      continue;
-    }
-    newcomer.values.set(name, result.max as number);
+  for (const subject of run.subjects) {
+    if (subject.name === "python") continue;
+    const result = await run.measure(subject, "newcomer", {
+      busy,
+      window,
+      interval: 100,
+      timeout: 10_000,
+      opentimeout: 20_000,
+      starttimeout: 15_000,
+    }, row);
+    if (result.error) continue;
+    row.values.set(subject.name, num(result.max));
     const extra = [
       Number(result.timeouts) > 0 ? `${result.timeouts} waited 10 s` : "",
       Number(result.failures) > 0 ? `${result.failures} failed` : "",
+      Number(result.busyStarted) < busy ? `${result.busyStarted}/${busy} busy started` : "",
+      Number(result.busyServed) < busy ? `${result.busyServed}/${busy} busy served` : "",
     ].filter(Boolean).map((text) => `, ${text}`).join("");
-    newcomer.notes.set(
-      name,
-      `max; p50 ${format(result.p50 as number, "ms")}, ${result.count} ` +
+    row.notes.set(
+      subject.name,
+      `max; p50 ${format(num(result.p50), "ms")}, ${result.count} ` +
         `session${result.count === 1 ? "" : "s"}${extra}`,
     );
   }
-  newcomer.notes.set("python", "forks per connection: not run");
+  if (run.subjects.some((s) => s.name === "python")) {
+    row.notes.set("python", "forks per session: not run");
+  }
 }
 
 async function idlePart(run: BenchRun): Promise<void> {
-  log("- idle connections");
+  log("- idle sessions");
   await run.freshProxies();
-  const idle = run.row("idle memory per connection", "KiB", false, {
-    against: "absolute",
-    ratio: 40,
-    text: "≤ 40 KiB",
-  });
-  for (const subject of run.subjects.slice(1)) {
-    const connections = subject.name === "python" ? 100 : 5000;
-    const result = await load(run.options, subject, { test: "idle", connections });
-    idle.values.set(subject.name, result.kibPerConnection as number);
-    idle.notes.set(subject.name, `${connections} conns`);
+  const idle = run.row("idle memory per session", "KiB", false, [
+    { against: "absolute", ratio: 20, text: "≤ 20 KiB" },
+  ]);
+  for (const subject of run.subjects) {
+    // The forking servers need a process per session: fewer sessions for them.
+    const sessions = subject.name === "python" ? 100 : subject.name === "websocketd" ? 1000 : 5000;
+    const result = await run.measure(subject, "idle", { sessions, hold: 1000 });
+    idle.values.set(subject.name, num(result.kibPerSession));
+    idle.notes.set(subject.name, `${result.opened ?? 0} sessions`);
   }
 }
 
@@ -847,15 +871,20 @@ function format(value: number | undefined, unit: string): string {
   return value >= 100 ? Math.round(value).toLocaleString("en-US") : value.toPrecision(3);
 }
 
-/** The columns of both tables: the proxies and the limit, then Python. */
-function columnsOf(names: string[], python: boolean): string[] {
-  return [...names.filter((n) => n !== "python"), ...(python ? ["python"] : [])];
+/** Whether deno's figure in `row` meets `goal`; undefined when a figure is missing. */
+function meets(row: Row, goal: Goal): boolean | undefined {
+  const deno = row.values.get("deno");
+  if (deno === undefined || !Number.isFinite(deno)) return undefined;
+  if (goal.against === "served") return row.served.get("deno") ?? undefined;
+  if (goal.against === "absolute") return row.higher ? deno >= goal.ratio : deno <= goal.ratio;
+  const other = row.values.get(goal.against);
+  if (other === undefined || !Number.isFinite(other)) return undefined;
+  return row.higher ? deno >= goal.ratio * other : deno <= goal.ratio * other;
 }
 
 function renderTable(
   rows: Row[],
   names: string[],
-  python: boolean,
   info: { mode: string; seconds: number; version: string; pinned: boolean; workers: number },
 ): string {
   const lines: string[] = [];
@@ -871,99 +900,183 @@ function renderTable(
       : "Not pinned (taskset missing or --no-pin).",
   );
   lines.push(
-    '"direct" is the limit: the same load straight to the TCP target (for the concurrency rows, ' +
-      "a ws echo server without proxy).",
+    '"limit" is Deno.serve + Deno.upgradeWebSocket without a proxy (echoing; discarding for ' +
+      "ws→tcp, sending as fast as bufferedAmount allows for tcp→ws); websocketd runs `cat` per " +
+      "session (--binary; the C target over stdio for the one-way rows). The load generator and " +
+      "the TCP target are scripts/loadgen.c (C, epoll, one thread).",
   );
   lines.push(
     "Rounds alternate between the servers; figures are medians (p99: median of the rounds' " +
       "p99, with their range). The proxy runs with the V8 flags of `deno task start`. The " +
-      "concurrency rows start on a fresh proxy and repeat on it: memory is the largest RSS seen " +
-      "(with the fresh process's first figure), PSS summed over the process tree for Python " +
-      "websockify and for --workers; the idle row uses a fresh proxy.",
+      "echoing-session rows start on a fresh proxy and repeat on it: RSS is the largest seen " +
+      "(with the fresh process's first figure), PSS summed over the process tree for forking " +
+      "servers and --workers; the idle row uses a fresh proxy.",
   );
   lines.push("");
-  const columns = columnsOf(names, python);
-  const header = ["test", "unit", ...columns, "deno / python", "deno / direct", "target", "met"];
+  const header = [
+    "test",
+    "unit",
+    ...names,
+    "deno / limit",
+    "deno / websocketd",
+    "deno / python",
+    "goal",
+    "met",
+  ];
   lines.push(`| ${header.join(" | ")} |`);
   lines.push(`| ${header.map(() => "---").join(" | ")} |`);
   for (const row of rows) {
     const deno = row.values.get("deno");
-    const py = row.values.get("python");
-    const direct = row.values.get("direct");
-    const ratio = (a?: number, b?: number) =>
-      a !== undefined && b !== undefined && b > 0 && Number.isFinite(a) ? (a / b).toFixed(2) : "–";
-    const cells = columns.map((name) => {
+    const ratio = (other: string) => {
+      const b = row.values.get(other);
+      return deno !== undefined && b !== undefined && b > 0 && Number.isFinite(deno) &&
+          Number.isFinite(b)
+        ? (deno / b).toFixed(2)
+        : "–";
+    };
+    const cells = names.map((name) => {
       const note = row.notes.get(name);
       const value = format(row.values.get(name), row.unit);
       return note ? (value === "–" ? note : `${value} (${note})`) : value;
     });
-    let met = "";
-    const t = row.target;
-    if (t && deno !== undefined) {
-      if (t.against === "python" && py !== undefined) {
-        met = (row.higher ? deno >= t.ratio * py : deno <= t.ratio * py) ? "yes" : "**no**";
-      } else if (t.against === "limit" && direct !== undefined) {
-        const allServed = (row.notes.get("deno") ?? "").split(" ")[0]?.split("/");
-        const served = allServed !== undefined && allServed[0] === allServed[1];
-        met = deno >= t.ratio * direct && served ? "yes" : "**no**";
-      } else if (t.against === "absolute" && Number.isFinite(t.ratio)) {
-        met = deno <= t.ratio ? "yes" : "**no**";
-      }
-    }
+    const verdicts = row.goals.map((goal) => meets(row, goal));
+    const met = verdicts.length === 0
+      ? ""
+      : verdicts.some((v) => v === false)
+      ? "**no**"
+      : verdicts.every((v) => v === true)
+      ? "yes"
+      : "–";
+    const goals = row.goals.map((goal) => goal.text).join(", ");
     lines.push(
       `| ${
-        [row.label, row.unit, ...cells, ratio(deno, py), ratio(deno, direct), t?.text ?? "", met]
-          .join(" | ")
+        [
+          row.label,
+          row.unit,
+          ...cells,
+          ratio("limit"),
+          ratio("websocketd"),
+          ratio("python"),
+          goals,
+          met,
+        ].join(" | ")
       } |`,
     );
   }
   return lines.join("\n");
 }
 
-/** A core counts as the limit from this share of its time on. */
+/** A core or a process counts as the limit from this share of a core on. */
 const SATURATED = 0.9;
 
 /**
- * The second table: how busy each side was during each test (median share of one core), and
- * which side limited deno's figure. The load side is the load generator plus the TCP target,
- * which share CPU 1 when pinned.
+ * What limited a figure: the server side (its process, or its core, busy), the load side (load
+ * generator + TCP target, or the load core), or neither (a latency-bound test, or both waiting).
  */
-function renderCpuTable(rows: Row[], names: string[], python: boolean): string {
-  const columns = columnsOf(names, python);
+function limiterOf(sample: CpuSample, pinned: boolean): "server" | "load" | "neither" | "–" {
+  if (!Number.isFinite(sample.server) && !Number.isFinite(sample.load)) return "–";
+  if (sample.server >= SATURATED || (pinned && sample.serverCore >= SATURATED)) return "server";
+  if (sample.load >= SATURATED || (pinned && sample.loadCore >= SATURATED)) return "load";
+  return "neither";
+}
+
+/** The median sample of a list (by server share), for one cell of the CPU table. */
+function medianSample(samples: CpuSample[]): CpuSample {
+  const field = (key: keyof CpuSample) => median(samples.map((s) => s[key]));
+  return {
+    server: field("server"),
+    load: field("load"),
+    own: field("own"),
+    serverCore: field("serverCore"),
+    loadCore: field("loadCore"),
+  };
+}
+
+/**
+ * The second table: how busy each side was during each test (median share of one core), and
+ * which side limited each figure. The load side is the load generator plus the TCP target, which
+ * share CPU 1 when pinned.
+ */
+function renderCpuTable(rows: Row[], names: string[], pinned: boolean): string {
   const lines = [
     "CPU use during each test, as a share of one core: server under test / load side (load " +
-    "generator + TCP target). The load side is the limit when it is at 90 % or more while the " +
-    "server is not; – where the measuring window was under 0.5 s.",
+    "generator + TCP target; the limit and websocketd columns use no TCP target), then the side " +
+    "that limited the figure: server (its process at 90 % or more" +
+    (pinned ? ", or its core busy 90 % with this and other processes" : "") + "), load (the " +
+    "same for the load side), neither (the figure is latency-bound, or the machine's other " +
+    "load took the time); – where the measuring window was under 0.5 s.",
     "",
   ];
-  const header = ["test", ...columns, "deno limited by"];
+  const header = ["test", ...names, "deno limited by"];
   lines.push(`| ${header.join(" | ")} |`);
   lines.push(`| ${header.map(() => "---").join(" | ")} |`);
   const share = (value: number) => Number.isFinite(value) ? `${Math.round(value * 100)} %` : "–";
   for (const row of rows) {
     if (row.cpu.size === 0) continue;
-    const cells = columns.map((name) => {
-      const entry = row.cpu.get(name);
-      if (!entry) return "–";
-      const server = median(entry.server);
-      const load = median(entry.load);
-      return Number.isFinite(server) ? `${share(server)} / ${share(load)}` : `– / ${share(load)}`;
+    const cells = names.map((name) => {
+      const samples = row.cpu.get(name);
+      if (!samples) return "–";
+      const sample = medianSample(samples);
+      return `${share(sample.server)} / ${share(sample.load)} ${limiterOf(sample, pinned)}`;
     });
     const deno = row.cpu.get("deno");
-    let limit = "–";
-    if (deno) {
-      const server = median(deno.server);
-      const load = median(deno.load);
-      limit = !Number.isFinite(server) || !Number.isFinite(load)
-        ? "–"
-        : server >= SATURATED
-        ? "proxy CPU"
-        : load >= SATURATED
-        ? "load side CPU"
-        : "neither core saturated";
-    }
+    const limiter = deno ? limiterOf(medianSample(deno), pinned) : "–";
+    const limit = limiter === "server"
+      ? "proxy side"
+      : limiter === "load"
+      ? "load side"
+      : limiter === "neither"
+      ? "neither side saturated"
+      : "–";
     const label = row.label.replace(/ p50 \(32 B\)$/, " (32 B)");
     lines.push(`| ${[label, ...cells, limit].join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+/** The load generator must manage this many times the fastest server's figure. */
+const HEADROOM = 3;
+
+/**
+ * The third table: can the load generator do ≥ 3× the fastest server's figure? For each rate
+ * row, the fastest column's figure divided by the generator's own CPU share at it (getrusage)
+ * is what one core of the generator could drive: a conservative estimate, since a busier event
+ * loop costs less per message.
+ */
+function renderHeadroom(rows: Row[], names: string[]): string {
+  const lines = [
+    `Load generator headroom: what one core of it could drive (the fastest figure ÷ its own CPU ` +
+    `share at that figure) against the fastest figure; the goal is ≥ ${HEADROOM}×.`,
+    "",
+    "| test | fastest | figure | generator CPU | generator could drive | headroom | ≥ 3× |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const row of rows) {
+    if (!row.higher || row.cpu.size === 0) continue;
+    let best: string | undefined;
+    for (const name of names) {
+      const value = row.values.get(name);
+      if (value === undefined || !Number.isFinite(value)) continue;
+      if (best === undefined || value > row.values.get(best)!) best = name;
+    }
+    if (best === undefined) continue;
+    const figure = row.values.get(best)!;
+    const own = median((row.cpu.get(best) ?? []).map((s) => s.own));
+    const capacity = own > 0 ? figure / own : NaN;
+    const headroom = capacity / figure;
+    lines.push(
+      `| ${
+        [
+          row.label,
+          best,
+          `${format(figure, row.unit)} ${row.unit}`,
+          Number.isFinite(own) ? `${Math.round(own * 100)} %` : "–",
+          Number.isFinite(capacity) ? `${format(capacity, row.unit)} ${row.unit}` : "–",
+          Number.isFinite(headroom) ? `${headroom.toFixed(1)}×` : "–",
+          Number.isFinite(headroom) ? (headroom >= HEADROOM ? "yes" : "**no**") : "–",
+        ].join(" | ")
+      } |`,
+    );
   }
   return lines.join("\n");
 }

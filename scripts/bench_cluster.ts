@@ -28,8 +28,9 @@ const SERVER_CPU = 0;
 /** A server the load generator can be pointed at (the shape of scripts/bench.ts's Subject). */
 export interface Subject {
   readonly name: string;
-  readonly route: { kind: "ws" | "tcp"; port: number; modeByte: boolean };
+  readonly route: { port: number; ws: boolean; mode: boolean };
   readonly pids: number[];
+  readonly usesTarget: boolean;
   stop(): Promise<void>;
 }
 
@@ -41,7 +42,8 @@ export interface ClusterBenchRun {
   readonly warmupMs: number;
   /** "direct" (the TCP target) first. */
   readonly subjects: Subject[];
-  measure(subject: Subject, test: Json): Promise<Json>;
+  /** One run of the load generator (scripts/loadgen.c: `mode`, `keys`). */
+  measure(subject: Subject, mode: string, keys: Json): Promise<Json>;
   /** One more proxy on the TCP target, pinned like the others, with `args` before the addresses. */
   proxy(name: string, args: string[]): Promise<Subject>;
   /** Text printed after the main tables. */
@@ -53,7 +55,9 @@ interface Figure {
   label: string;
   unit: string;
   higher: boolean;
-  test: (run: ClusterBenchRun) => Json;
+  /** The load generator's mode and keys (scripts/loadgen.c). */
+  mode: string;
+  keys: (run: ClusterBenchRun) => Json;
   /** The figure from a load result; the per-operation CPU divides the server's CPU by it. */
   value: (result: Json) => number;
   /** Whether server CPU per unit of the figure makes sense (rates: yes; latency: no). */
@@ -67,10 +71,12 @@ const FIGURES: Figure[] = [
     label: "1,000 sessions echoing 32 B",
     unit: "msg/s",
     higher: true,
-    test: (run) => ({
-      test: "concurrent",
-      connections: 1000,
-      windowMs: run.options.quick ? 1500 : 3000,
+    mode: "echo",
+    keys: (run) => ({
+      sessions: 1000,
+      window: run.options.quick ? 1500 : 3000,
+      opentimeout: 20_000,
+      starttimeout: 15_000,
     }),
     value: (result) => result.rate as number,
     perOp: true,
@@ -80,7 +86,8 @@ const FIGURES: Figure[] = [
     label: "set-up: handshake, 1 echo, close (4 parallel)",
     unit: "conn/s",
     higher: true,
-    test: (run) => ({ test: "setup", windowMs: run.windowMs, parallel: 4 }),
+    mode: "setup",
+    keys: (run) => ({ parallel: 4, window: run.windowMs }),
     value: (result) => result.rate as number,
     perOp: true,
   },
@@ -88,12 +95,8 @@ const FIGURES: Figure[] = [
     label: "ws→tcp, 64 KiB messages",
     unit: "MB/s",
     higher: true,
-    test: (run) => ({
-      test: "upload",
-      messageSize: 65536,
-      windowMs: run.windowMs,
-      warmupMs: run.warmupMs,
-    }),
+    mode: "up",
+    keys: (run) => ({ size: 65536, window: run.windowMs, warmup: run.warmupMs }),
     value: (result) => result.mbps as number,
     perOp: true,
   },
@@ -101,12 +104,8 @@ const FIGURES: Figure[] = [
     label: "tcp→ws, 64 KiB writes",
     unit: "MB/s",
     higher: true,
-    test: (run) => ({
-      test: "download",
-      writeSize: 65536,
-      windowMs: run.windowMs,
-      warmupMs: run.warmupMs,
-    }),
+    mode: "down",
+    keys: (run) => ({ size: 65536, window: run.windowMs, warmup: run.warmupMs }),
     value: (result) => result.mbps as number,
     perOp: true,
   },
@@ -119,12 +118,8 @@ const METRICS_FIGURES: Figure[] = [
     label: "ws→tcp, 1 KiB messages",
     unit: "MB/s",
     higher: true,
-    test: (run) => ({
-      test: "upload",
-      messageSize: 1024,
-      windowMs: run.windowMs,
-      warmupMs: run.warmupMs,
-    }),
+    mode: "up",
+    keys: (run) => ({ size: 1024, window: run.windowMs, warmup: run.warmupMs }),
     value: (result) => result.mbps as number,
     perOp: true,
   },
@@ -132,7 +127,8 @@ const METRICS_FIGURES: Figure[] = [
     label: "echo round trip p50 (32 B)",
     unit: "µs",
     higher: false,
-    test: (run) => ({ test: "latency", count: run.options.quick ? 2000 : 4000 }),
+    mode: "latency",
+    keys: (run) => ({ count: run.options.quick ? 2000 : 4000 }),
     value: (result) => result.p50 as number,
     perOp: false,
   },
@@ -199,11 +195,10 @@ async function measureAll(
     for (let round = 0; round < run.repeats; round++) {
       for (const subject of subjects) {
         const before = await Promise.all(subject.pids.map(ticksOf));
-        const result = await run.measure(subject, figure.test(run));
+        const result = await run.measure(subject, figure.mode, figure.keys(run));
         const used = (await Promise.all(subject.pids.map(ticksOf))).map((t, i) => t - before[i]!);
         const firstShare = used[0]! / used.reduce((a, b) => a + b, 0);
         if (result.error) log(`  ${subject.name}: ${result.error}`);
-        if (result.unserved) log(`  ${subject.name}: unserved ${JSON.stringify(result.unserved)}`);
         if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} failed`);
         const cpu = typeof result.serverCpu === "number" ? result.serverCpu : NaN;
         const short = figure.short?.(result) ?? "";
@@ -265,8 +260,9 @@ export async function clusterPart(run: ClusterBenchRun): Promise<void> {
     await untilServed(front);
     const cluster: Subject = {
       name: "HAProxy + 3 instances",
-      route: { kind: "ws", port: front, modeByte: true },
+      route: { port: front, ws: true, mode: true },
       pids: [haproxy.pid, ...instances.map(({ subject }) => subject.pids[0]!)],
+      usesTarget: true,
       stop: async () => {},
     };
     const results = await measureAll(run, [single, cluster], FIGURES);
@@ -424,7 +420,7 @@ function metricsTable(
 export interface SizingRow {
   readonly label: string;
   readonly values: Map<string, number>;
-  readonly cpu: Map<string, { server: number[]; load: number[] }>;
+  readonly cpu: Map<string, { server: number }[]>;
 }
 
 /**
@@ -432,13 +428,13 @@ export interface SizingRow {
  * msg/s divided by the proxy's CPU share), per GiB from the idle row. Empty without those rows.
  */
 export function sizingLines(rows: SizingRow[]): string[] {
-  const echo = rows.find((row) => row.label.startsWith("1000 concurrent echoing"));
-  const idle = rows.find((row) => row.label.startsWith("idle memory per connection"));
+  const echo = rows.find((row) => row.label.startsWith("1,000 sessions echoing"));
+  const idle = rows.find((row) => row.label.startsWith("idle memory per session"));
   if (!echo && !idle) return [];
   const lines = ["Sizing one instance (from the rows above, deno column):", ""];
   if (echo) {
     const rate = echo.values.get("deno") ?? NaN;
-    const cpu = median(echo.cpu.get("deno")?.server ?? []);
+    const cpu = median((echo.cpu.get("deno") ?? []).map((sample) => sample.server));
     const perCore = rate / cpu;
     lines.push(
       `- messages: ${format(rate)} msg/s at ${Math.round(cpu * 100)} % of one core = ` +

@@ -41,20 +41,34 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
   assert.match(stdout, /Not pinned/);
   const header = rowOf(figures, "test | unit");
-  assert.deepEqual(header.slice(0, 4), ["test", "unit", "direct", "deno"]);
+  assert.deepEqual(header.slice(0, 5), ["test", "unit", "limit", "deno", "websocketd"]);
   for (const label of ["echo round trip p50", "echo round trip p99", "set-up"]) {
-    const [, , direct, deno] = rowOf(figures, label);
-    assert.match(direct!, /^[\d,.]+$/, `${label}: direct figure`);
+    const [, , limit, deno, websocketd] = rowOf(figures, label);
+    assert.match(limit!, /^[\d,.]+$/, `${label}: limit figure`);
     assert.match(deno!, /^[\d,.]+$/, `${label}: deno figure`);
+    assert.match(websocketd!, /^[\d,.]+( \(.*\))?$/, `${label}: websocketd figure`);
   }
+  const setup = rowOf(figures, "set-up");
+  assert.match(setup[5]!, /^\d+\.\d\d$/, "deno / limit ratio");
+  assert.equal(setup.at(-2), "≥ 0.8× limit");
+  assert.match(setup.at(-1)!, /^(yes|\*\*no\*\*)$/);
   // Parts not asked for are not run.
-  assert.doesNotMatch(stdout, /ws→tcp|concurrent|new session|idle memory/);
-  // CPU table: a share for deno's server and load side, and the side that limited it.
-  const cpuHeader = rowOf(cpu, "test | direct");
-  assert.deepEqual(cpuHeader, ["test", "direct", "deno", "deno limited by"]);
-  const [, , denoCpu, limit] = rowOf(cpu, "set-up");
-  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
-  assert.match(limit!, /^(proxy CPU|load side CPU|neither core saturated)$/);
+  assert.doesNotMatch(stdout, /^\| (ws→tcp|[\d,]+ sessions echoing|new session|idle memory)/m);
+  // CPU table: a share for each server and load side, and the side that limited each figure.
+  const cpuHeader = rowOf(cpu, "test | limit");
+  assert.deepEqual(cpuHeader, ["test", "limit", "deno", "websocketd", "deno limited by"]);
+  const [, limitCpu, denoCpu, , limit] = rowOf(cpu, "set-up");
+  for (const cell of [limitCpu, denoCpu]) {
+    assert.match(cell!, /^\d+ % \/ \d+ % (server|load|neither)$/);
+  }
+  assert.match(limit!, /^(proxy side|load side|neither side saturated)$/);
+  // The load generator's headroom, from its own CPU share at the fastest figure.
+  const [, headroom] = stdout.split("Load generator headroom");
+  assert.ok(headroom, `no headroom table in:\n${stdout}`);
+  const [, fastest, , , , ratio, met] = rowOf(headroom, "set-up");
+  assert.match(fastest!, /^(limit|deno|websocketd)$/);
+  assert.match(ratio!, /^\d+\.\d×$/);
+  assert.match(met!, /^(yes|\*\*no\*\*)$/);
 });
 
 Deno.test("bench --quick --only stdio compares program sessions with websocketd", async () => {
@@ -69,15 +83,15 @@ Deno.test("bench --quick --only stdio compares program sessions with websocketd"
   const [figures, cpu] = stdout.split("CPU use during each test");
   assert.ok(figures && cpu, `no CPU table in:\n${stdout}`);
   const header = rowOf(figures, "test | unit");
-  assert.deepEqual(header.slice(0, 5), ["test", "unit", "direct", "deno", "websocketd"]);
+  assert.deepEqual(header.slice(0, 5), ["test", "unit", "limit", "deno", "websocketd"]);
   const [, unit, , deno, websocketd] = rowOf(figures, "stdio:");
   assert.equal(unit, "conn/s");
   assert.match(deno!, /^[\d,.]+$/, "deno figure");
   assert.match(websocketd!, /^[\d,.]+ \(deno \/ websocketd \d+\.\d\d\)$/, "websocketd figure");
-  assert.doesNotMatch(stdout, /set-up: handshake|echo round trip|ws→tcp/);
+  assert.doesNotMatch(stdout, /^\| (set-up: handshake|echo round trip|ws→tcp)/m);
   const [, , denoCpu, websocketdCpu] = rowOf(cpu, "stdio:");
-  assert.match(denoCpu!, /^\d+ % \/ \d+ %$/);
-  assert.match(websocketdCpu!, /^\d+ % \/ \d+ %$/);
+  assert.match(denoCpu!, /^\d+ % \/ \d+ % (server|load|neither)$/);
+  assert.match(websocketdCpu!, /^\d+ % \/ \d+ % (server|load|neither)$/);
 });
 
 Deno.test("bench refuses an unknown --only part with the list of parts", async () => {
@@ -100,7 +114,7 @@ Deno.test("bench --quick --only cluster,metrics prints the HAProxy and --metrics
   assert.equal(code, 0, stderr);
   assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
   // No main table: only parts with tables of their own ran.
-  assert.doesNotMatch(stdout, /CPU use during each test|\| test \| unit \| direct/);
+  assert.doesNotMatch(stdout, /CPU use during each test|\| test \| unit \| limit/);
   const [, cluster, metrics] = stdout.split(/^(?:Through HAProxy|--metrics overhead)/m);
   assert.ok(cluster && metrics, `no HAProxy or --metrics table in:\n${stdout}`);
   assert.deepEqual(rowOf(cluster, "test | unit").slice(2, 5), [
@@ -129,11 +143,11 @@ Deno.test("sizingLines turns the 1,000-session and idle rows into sessions per c
   const row = (label: string, value: number, server: number[]) => ({
     label,
     values: new Map([["deno", value]]),
-    cpu: new Map([["deno", { server, load: [] }]]),
+    cpu: new Map([["deno", server.map((share) => ({ server: share }))]]),
   });
   const lines = sizingLines([
-    row("1000 concurrent echoing connections", 20000, [0.5, 0.4, 0.6]),
-    row("idle memory per connection", 16, []),
+    row("1,000 sessions echoing (32 B)", 20000, [0.5, 0.4, 0.6]),
+    row("idle memory per session", 16, []),
   ]);
   assert.match(lines.join("\n"), /20,000 msg\/s at 50 % of one core = 40,000 msg\/s per core/);
   assert.match(lines.join("\n"), /, 10 msg\/s each: 4,000,/);
