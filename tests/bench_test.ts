@@ -59,13 +59,16 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.deepEqual(cpuHeader, ["test", "limit", "deno", "websocketd", "deno limited by"]);
   const [, limitCpu, denoCpu, , limit] = rowOf(cpu, "set-up");
   for (const cell of [limitCpu, denoCpu]) {
-    assert.match(cell!, /^\d+ % \/ \d+ % (server|load|neither)$/);
+    assert.match(cell!, /^(\d+ %|–) \/ \d+ % (server|load|server core|load core|neither)$/);
   }
-  assert.match(limit!, /^(proxy side|load side|neither side saturated)$/);
+  assert.match(
+    limit!,
+    /^(proxy|load side|proxy's core \(other processes\)|load core \(other processes\)|neither side saturated)$/,
+  );
   // The load generator's headroom, from its own CPU share at the fastest figure.
   const [, headroom] = stdout.split("Load generator headroom");
   assert.ok(headroom, `no headroom table in:\n${stdout}`);
-  const [, fastest, , , , ratio, met] = rowOf(headroom, "set-up");
+  const [, fastest, , , , , ratio, met] = rowOf(headroom, "set-up");
   assert.match(fastest!, /^(limit|deno|websocketd)$/);
   assert.match(ratio!, /^\d+\.\d×$/);
   assert.match(met!, /^(yes|\*\*no\*\*)$/);
@@ -90,8 +93,9 @@ Deno.test("bench --quick --only stdio compares program sessions with websocketd"
   assert.match(websocketd!, /^[\d,.]+ \(deno \/ websocketd \d+\.\d\d\)$/, "websocketd figure");
   assert.doesNotMatch(stdout, /^\| (set-up: handshake|echo round trip|ws→tcp)/m);
   const [, , denoCpu, websocketdCpu] = rowOf(cpu, "stdio:");
-  assert.match(denoCpu!, /^\d+ % \/ \d+ % (server|load|neither)$/);
-  assert.match(websocketdCpu!, /^\d+ % \/ \d+ % (server|load|neither)$/);
+  for (const cell of [denoCpu, websocketdCpu]) {
+    assert.match(cell!, /^\d+ % \/ \d+ % (server|load|server core|load core|neither)$/);
+  }
 });
 
 Deno.test("bench refuses an unknown --only part with the list of parts", async () => {
