@@ -140,6 +140,8 @@ type Samples = Map<string, Sample[]>;
 interface Sample {
   value: number;
   cpu: number;
+  /** The load side's CPU share (load generator + TCP target). */
+  load: number;
   short: string;
   /** The share of the subject's CPU time that went to its first process (HAProxy). */
   firstShare: number;
@@ -202,7 +204,14 @@ async function measureAll(
         if (Number(result.failed) > 0) log(`  ${subject.name}: ${result.failed} failed`);
         const cpu = typeof result.serverCpu === "number" ? result.serverCpu : NaN;
         const short = figure.short?.(result) ?? "";
-        samples.get(subject.name)!.push({ value: figure.value(result), cpu, short, firstShare });
+        const load = typeof result.loadCpu === "number" ? result.loadCpu : NaN;
+        samples.get(subject.name)!.push({
+          value: figure.value(result),
+          cpu,
+          load,
+          short,
+          firstShare,
+        });
       }
     }
     all.set(figure, samples);
@@ -317,27 +326,30 @@ function clusterTable(
       ? "Pinned: HAProxy and the instances on CPU 0 (as the one instance), load generator and " +
         "TCP target on CPU 1."
       : "Not pinned.") +
-    ` Medians of ${run.repeats} alternating round(s); server CPU is HAProxy plus the instances ` +
-    "(share of one core) and per unit of the figure; HAProxy's part of the cluster's CPU " +
+    ` Medians of ${run.repeats} alternating round(s). CPU: share of one core used by the server ` +
+    "side (HAProxy plus the instances) / the load side (load generator + TCP target) during " +
+    "the window, and the server side's CPU per unit of the figure; HAProxy's part of the " +
+    "cluster's CPU " +
     "time is over the whole run of each figure (connecting included).",
     "",
-    `| test | unit | ${single} | ${cluster} | cluster / one | server CPU one / cluster | ` +
+    `| test | unit | ${single} | ${cluster} | cluster / one | CPU ${single} | CPU cluster | ` +
     "CPU per unit, cluster / one | HAProxy's part |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const [figure, samples] of results) {
     const a = summary(samples.get(single)!);
     const b = summary(samples.get(cluster)!);
-    const cpuA = median(samples.get(single)!.map((s) => s.cpu));
-    const cpuB = median(samples.get(cluster)!.map((s) => s.cpu));
     const share = (v: number) => Number.isFinite(v) ? `${Math.round(v * 100)} %` : "–";
+    const cpu = (name: string) => {
+      const list = samples.get(name)!;
+      return `${share(median(list.map((s) => s.cpu)))} / ${share(median(list.map((s) => s.load)))}`;
+    };
     const ratio = (x: number, y: number) =>
       Number.isFinite(x) && Number.isFinite(y) && y > 0 ? (x / y).toFixed(2) : "–";
     lines.push(
       `| ${figure.label} | ${figure.unit} | ${cell(a.value, samples.get(single)!)} | ` +
-        `${cell(b.value, samples.get(cluster)!)} | ${ratio(b.value, a.value)} | ${share(cpuA)} / ${
-          share(cpuB)
-        } | ` +
+        `${cell(b.value, samples.get(cluster)!)} | ${ratio(b.value, a.value)} | ${cpu(single)} | ` +
+        `${cpu(cluster)} | ` +
         `${ratio(b.cpuPerOp, a.cpuPerOp)} | ` +
         `${share(median(samples.get(cluster)!.map((s) => s.firstShare)))} |`,
     );

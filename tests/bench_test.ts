@@ -127,11 +127,12 @@ Deno.test("bench --quick --only cluster,metrics prints the HAProxy and --metrics
     "cluster / one",
   ]);
   for (const label of ["1,000 sessions", "set-up", "ws→tcp, 64 KiB", "tcp→ws, 64 KiB"]) {
-    const [, , one, through, ratio, cpu, , haproxyPart] = rowOf(cluster, label);
+    const [, , one, through, ratio, cpuOne, cpuCluster, , haproxyPart] = rowOf(cluster, label);
     assert.match(one!, FIGURE, `${label}: one instance`);
     assert.match(through!, FIGURE, `${label}: through HAProxy`);
     assert.match(ratio!, /^\d+\.\d\d$/, `${label}: ratio`);
-    assert.match(cpu!, /^\d+ % \/ \d+ %$/, `${label}: CPU`);
+    assert.match(cpuOne!, /^\d+ % \/ \d+ %$/, `${label}: CPU of one instance`);
+    assert.match(cpuCluster!, /^\d+ % \/ \d+ %$/, `${label}: CPU of the cluster`);
     assert.match(haproxyPart!, /^\d+ %$/, `${label}: HAProxy's part of the CPU`);
   }
   for (const label of ["1,000 sessions", "set-up", "ws→tcp, 1 KiB", "echo round trip p50"]) {
