@@ -213,7 +213,46 @@ interface Subject {
   readonly usesTarget: boolean;
   /** The server for the one-way rows, when it is another process (websocketd). */
   oneWay?: Subject;
+  /** A process per session (Python websockify, websocketd): measure once the last ones exit. */
+  forks?: boolean;
+  /** Starts a fresh copy (after stop()). */
+  restart?: () => Promise<Subject>;
   stop(): Promise<void>;
+}
+
+/** Starts a server with `start` and lets freshServers() start it again the same way. */
+async function restartable(start: () => Promise<Subject>): Promise<Subject> {
+  const subject = await start();
+  subject.restart = () => restartable(start);
+  return subject;
+}
+
+/** Child processes of `pid` (every thread's). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const children: number[] = [];
+  try {
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const text = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/children`)
+        .catch(() => "");
+      children.push(...text.trim().split(/\s+/).filter(Boolean).map(Number));
+    }
+  } catch {
+    // The process is gone.
+  }
+  return children;
+}
+
+/**
+ * Waits (at most `ms`) until a forking server's sessions of the previous measurement have exited,
+ * so that they neither take its CPU nor count in its memory.
+ */
+async function settle(subject: Subject, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    const busy = await Promise.all(subject.pids.map(childrenOf));
+    if (busy.every((list) => list.length === 0)) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 const SERVER_CPU = 0;
@@ -287,7 +326,7 @@ async function startPython(options: Options, targetPort: number): Promise<Subjec
     pin(options, SERVER_CPU),
   );
   await waitConnectable(port, 20_000);
-  return subjectOf("python", child, { port, ws: true, mode: true }, true);
+  return { ...subjectOf("python", child, { port, ws: true, mode: true }, true), forks: true };
 }
 
 async function startLimit(options: Options): Promise<Subject> {
@@ -315,7 +354,7 @@ async function startWebsocketd(
     { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
   );
   await waitConnectable(port, 20_000);
-  return subjectOf("websocketd", child, { port, ws: true, mode }, false);
+  return { ...subjectOf("websocketd", child, { port, ws: true, mode }, false), forks: true };
 }
 
 /** One figure's CPU: shares of one core over the measuring window. */
@@ -381,6 +420,8 @@ interface BenchRun {
   proxy(name: string, args: string[]): Promise<Subject>;
   /** Tables of their own (scripts/bench_cluster.ts), printed after the main tables. */
   readonly sections: string[];
+  /** Restarts every server that can be (all columns: the memory rows compare fresh servers). */
+  freshServers(): Promise<void>;
 }
 
 /** A part of the bench: `--only` picks them by name; they run in this order. */
@@ -500,19 +541,19 @@ async function startServers(
     subjects.push(subject);
     running.push(subject);
   };
-  add(await startLimit(options));
+  add(await restartable(() => startLimit(options)));
   add(await startDenoProxy(options, targetPort, 1));
   if (options.workers > 1) add(await startDenoProxy(options, targetPort, options.workers));
   if (websocketd) {
-    const cat = await startWebsocketd(options, ["cat"], true, false);
+    const cat = await restartable(() => startWebsocketd(options, ["cat"], true, false));
     // The one-way rows need a sink and a source behind websocketd: the C target over stdio.
     cat.oneWay = await startWebsocketd(options, [loadgen, "stdio"], true, true);
     running.push(cat.oneWay);
     add(cat);
   }
-  if (python) add(await startPython(options, targetPort));
+  if (python) add(await restartable(() => startPython(options, targetPort)));
   const rows: Row[] = [];
-  return {
+  const run: BenchRun = {
     options,
     repeats: options.quick ? 1 : 3,
     windowMs: options.quick ? 1000 : 2000,
@@ -545,6 +586,7 @@ async function startServers(
         ...(subject.usesTarget ? [`target=${target.pid}`] : []),
         ...Object.entries(keys).map(([key, value]) => `${key}=${value}`),
       ];
+      if (subject.forks) await settle(subject);
       const result = await runLoadgen(options, loadgen, args, `${subject.name} ${mode}`);
       if (row) keepCpu(row, subject.name, result);
       return result;
@@ -565,7 +607,21 @@ async function startServers(
     },
     proxy: (name, args) => startDenoProxy(options, targetPort, 1, args, name),
     sections: [],
+    async freshServers() {
+      await run.freshProxies();
+      for (let index = 0; index < subjects.length; index++) {
+        const old = subjects[index]!;
+        if (!old.restart) continue;
+        await old.stop();
+        const fresh = await old.restart();
+        if (old.oneWay) fresh.oneWay = old.oneWay;
+        subjects[index] = fresh;
+        running[running.indexOf(old)] = fresh;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    },
   };
+  return run;
 }
 
 /** A loadgen result's CPU figures, kept on `row` under `name`. */
@@ -746,7 +802,7 @@ async function concurrencyPart(run: BenchRun): Promise<void> {
 
 async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
   log(`- ${sessions} echoing sessions`);
-  await run.freshProxies();
+  await run.freshServers();
   const large = sessions === 5000;
   const label = sessions.toLocaleString("en-US");
   const rate = run.row(`${label} sessions echoing (32 B)`, "msg/s", true, [
@@ -788,7 +844,12 @@ async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
         log(
           `  ${subject.name}: ${result.served}/${sessions} served (opened ${result.opened}, ` +
             `never started ${result.neverStarted}, stalled ${result.stalled}, closed ` +
-            `${result.closed})`,
+            `${result.closed}${
+              result.lastError
+                ? `; ${result.openErrors} failed to open, ` +
+                  `last: ${result.lastError}`
+                : ""
+            })`,
         );
       }
     }
@@ -859,7 +920,7 @@ async function newcomerPart(run: BenchRun): Promise<void> {
 
 async function idlePart(run: BenchRun): Promise<void> {
   log("- idle sessions");
-  await run.freshProxies();
+  await run.freshServers();
   const idle = run.row("idle memory per session", "KiB", false, [
     { against: "absolute", ratio: 20, text: "≤ 20 KiB" },
   ]);

@@ -19,7 +19,8 @@
  * Every client mode prints one JSON line with its result (and "test":MODE). CPU figures are
  * shares of one core over the measuring window: ownCpu (this process, getrusage), serverCpu,
  * targetCpu, loadCpu = ownCpu + targetCpu, and cores (how busy each core was, every process
- * counted, from /proc/stat); "windowMs" is the window's real length.
+ * counted, from /proc/stat); "windowMs" is the window's real length. Sessions that failed to open
+ * add openErrors (count) and lastError ("connect: <strerror>", or "handshake: refused").
  *
  * Modes:
  *   echo  sessions=N size=32 window=MS warmup=300 open=100 opentimeout=20000
@@ -39,9 +40,11 @@
  *         ws->tcp: sends "S"+u32 window+u32 warmup, then `size`-byte messages as fast as the
  *         socket takes them (256 KiB writes); the sink counts what arrives during its window and
  *         answers with a u64. -> mbps (MB/s at the sink), bytes.
- *   down  size=65536 window=MS warmup=MS
+ *   down  size=65536 window=MS warmup=MS discard=1
  *         tcp->ws: sends "R"+u32 size; the source writes `size`-byte chunks as fast as it can;
- *         counts payload received for window after warmup. -> mbps, bytes.
+ *         counts payload received for window after warmup. -> mbps, bytes. discard=1: payload
+ *         left in a frame of 16 KiB or more is dropped in the kernel (recv MSG_TRUNC, no copy);
+ *         discard=0 reads everything into the buffer.
  *   latency count=4000 size=32
  *         One session, `count` round trips of a `size`-byte message (after 200 unmeasured ones).
  *         -> p50, p99, mean (microseconds).
@@ -155,6 +158,23 @@ static void j_num(const char *key, double v) {
 static void j_int(const char *key, long long v) {
   out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":%lld", key,
                               v);
+}
+static void j_str(const char *key, const char *v) {
+  out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, ",\"%s\":\"%s\"", key,
+                              v);
+}
+/* Why the latest session that failed to open failed (connect errno, or the handshake). */
+static char last_error[128];
+static int open_errors;
+static void note_error(const char *what, int err) {
+  open_errors++;
+  snprintf(last_error, sizeof last_error, "%s: %s", what, err ? strerror(err) : "refused");
+}
+/* Adds the open errors to the result, when there were any. */
+static void j_errors(void) {
+  if (open_errors == 0) return;
+  j_int("openErrors", open_errors);
+  j_str("lastError", last_error);
 }
 static void j_end(void) {
   printf("%s}\n", out_json);
@@ -428,6 +448,9 @@ typedef struct {
 } Handlers;
 
 static Handlers H;
+/* down: payload is only counted, so long payloads are discarded without a copy */
+static int discard_payload;
+#define DISCARD_FROM (16 * 1024)
 static int epfd;
 static struct sockaddr_in peer;
 static char request[512];
@@ -474,6 +497,7 @@ static void sess_connect(Sess *s) {
   s->t0 = now_ns();
   s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (s->fd < 0) {
+    note_error("socket", errno);
     s->state = S_CONNECTING;
     sess_fail(s, 1);
     return;
@@ -486,6 +510,7 @@ static void sess_connect(Sess *s) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = s};
   epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev);
   if (connect(s->fd, (struct sockaddr *)&peer, sizeof peer) < 0 && errno != EINPROGRESS) {
+    note_error("connect", errno);
     sess_fail(s, 1);
   }
 }
@@ -593,6 +618,7 @@ static void on_event(Sess *s, uint32_t events) {
     socklen_t len = sizeof err;
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0 || (events & EPOLLERR)) {
+      note_error("connect", err);
       sess_fail(s, 1);
       return;
     }
@@ -611,6 +637,24 @@ static void on_event(Sess *s, uint32_t events) {
     if (s->state == S_DEAD) return;
   }
   if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP))) return;
+  /* Long payloads the mode only counts are discarded in the kernel (MSG_TRUNC on TCP: no copy
+   * to user space); headers and short frames are read into the buffer. */
+  if (discard_payload && s->state == S_OPEN && (!use_ws || s->rem >= DISCARD_FROM)) {
+    size_t want = use_ws ? (s->rem < (1u << 30) ? (size_t)s->rem : (1u << 30)) : (1u << 30);
+    ssize_t got = recv(s->fd, NULL, want, MSG_TRUNC | MSG_DONTWAIT);
+    if (got > 0) {
+      if (use_ws) s->rem -= (uint64_t)got;
+      H.on_payload(s, NULL, (size_t)got, use_ws ? s->op : 2);
+      return;
+    }
+    if (got < 0 && errno == EAGAIN) return;
+    if (got < 0) {
+      sess_fail(s, 1);
+      return;
+    }
+    sess_fail(s, s->state == S_CLOSING ? 0 : 1);
+    return;
+  }
   ssize_t n = read(s->fd, rbuf, sizeof rbuf);
   if (n < 0) {
     if (errno == EAGAIN) return;
@@ -633,6 +677,7 @@ static void on_event(Sess *s, uint32_t events) {
       return;
     }
     if (strncmp(s->head, "HTTP/1.1 101", 12) != 0) {
+      note_error("handshake", 0);
       sess_fail(s, 1);
       return;
     }
@@ -869,6 +914,7 @@ static void mode_echo(void) {
   j_int("closed", closed);
   j_num("openSeconds", pool.open_seconds);
   j_num("firstEchoSeconds", pool.first_echo_seconds);
+  j_errors();
   j_end();
 }
 
@@ -949,6 +995,7 @@ static void mode_newcomer(void) {
   j_int("busyOpened", pool.opened);
   j_int("busyStarted", pool.started);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1066,6 +1113,7 @@ static void mode_setup(void) {
   j_int("completed", su.completed);
   j_int("failed", su.failed);
   j_cpu(mark);
+  j_errors();
   j_end();
 }
 
@@ -1179,6 +1227,7 @@ static void mode_down(void) {
   size_t size = (size_t)opt_long("size", 65536);
   long window = opt_long("window", 2000);
   long warmup = opt_long("warmup", 500);
+  discard_payload = (int)opt_long("discard", 1);
   opts_check();
   H.on_open = one_open_cb;
   H.on_payload = down_payload;
@@ -1321,6 +1370,7 @@ static void mode_idle(void) {
   j_int("opened", pool.opened);
   j_int("failed", pool.failed);
   j_int("started", pool.started);
+  j_errors();
   j_end();
 }
 
