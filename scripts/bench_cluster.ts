@@ -242,19 +242,19 @@ export async function clusterPart(run: ClusterBenchRun): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "bench-haproxy-" });
   let haproxy: (AsyncDisposable & { pid: number; output(): string }) | undefined;
   try {
-    const single = await run.proxy("one instance", ["--metrics", `127.0.0.1:${freePort()}`]);
-    started.push(single);
-    const instances: { subject: Subject; metricsPort: number }[] = [];
-    for (let index = 0; index < 3; index++) {
-      const metricsPort = freePort();
-      const subject = await run.proxy(`instance ${index + 1}`, [
-        "--proxy-protocol",
-        "--metrics",
-        `127.0.0.1:${metricsPort}`,
-      ]);
-      started.push(subject);
-      instances.push({ subject, metricsPort });
-    }
+    const [singleMetrics, ...metricsPorts] = distinctPorts(4);
+    const subjects = await startAll(run, started, [
+      ["one instance", ["--metrics", `127.0.0.1:${singleMetrics}`]],
+      ...metricsPorts.map((port, index): [string, string[]] => [
+        `instance ${index + 1}`,
+        ["--proxy-protocol", "--metrics", `127.0.0.1:${port}`],
+      ]),
+    ]);
+    const single = subjects[0]!;
+    const instances = subjects.slice(1).map((subject, index) => ({
+      subject,
+      metricsPort: metricsPorts[index]!,
+    }));
     const front = freePort();
     const config = await haproxyConfig(
       front,
@@ -281,6 +281,35 @@ export async function clusterPart(run: ClusterBenchRun): Promise<void> {
     else await Deno.remove(dir, { recursive: true });
     for (const subject of started) await subject.stop();
   }
+}
+
+/** `count` different loopback ports that were free a moment ago. */
+function distinctPorts(count: number): number[] {
+  const ports = new Set<number>();
+  for (let attempt = 0; ports.size < count && attempt < 100; attempt++) ports.add(freePort());
+  return [...ports];
+}
+
+/**
+ * Starts the proxies `specs` (name, arguments) at once; every one that started goes into
+ * `started` (for the caller to stop), and the first failure is thrown after all have settled.
+ */
+async function startAll(
+  run: ClusterBenchRun,
+  started: Subject[],
+  specs: [string, string[]][],
+): Promise<Subject[]> {
+  const results = await Promise.allSettled(specs.map(([name, args]) => run.proxy(name, args)));
+  const subjects: Subject[] = [];
+  for (const result of results) {
+    if (result.status === "fulfilled") {
+      started.push(result.value);
+      subjects.push(result.value);
+    }
+  }
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return subjects;
 }
 
 /** Waits (bounded) until a WebSocket session through `port` opens: HAProxy sees the backends up. */
@@ -368,10 +397,12 @@ export async function metricsPart(run: ClusterBenchRun): Promise<void> {
   log("- without and with --metrics");
   const started: Subject[] = [];
   try {
-    const off = await run.proxy("without", []);
-    started.push(off);
-    const on = await run.proxy("--metrics", ["--metrics", `127.0.0.1:${freePort()}`]);
-    started.push(on);
+    const pair = await startAll(run, started, [
+      ["without", []],
+      ["--metrics", ["--metrics", `127.0.0.1:${freePort()}`]],
+    ]);
+    const off = pair[0]!;
+    const on = pair[1]!;
     // Five rounds in full mode: the differences sought are smaller than the cluster's.
     const rounds = run.options.quick ? run.repeats : Math.max(run.repeats, 5);
     const results = await measureAll({ ...run, repeats: rounds }, [off, on], METRICS_FIGURES);
