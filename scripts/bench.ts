@@ -16,6 +16,9 @@
  * start (`scripts/loadgen.ts`). Servers under test are pinned to CPU 0, the load generator and
  * the TCP target to CPU 1 (`taskset`), so that the two sides do not preempt each other.
  *
+ * The parts `cluster` (through HAProxy over 3 instances) and `metrics` (without and with
+ * `--metrics`) are in `scripts/bench_cluster.ts` and print tables of their own.
+ *
  * Adding a part: write `async function xPart(run: BenchRun)` that adds rows with `run.row()` and
  * fills them with `run.measure()`, and add it to PARTS.
  *
@@ -23,6 +26,7 @@
  */
 
 import net from "node:net";
+import { clusterPart, metricsPart, sizingLines } from "./bench_cluster.ts";
 import { buildLoadgen } from "./loadgen.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -310,9 +314,11 @@ async function startDenoProxy(
   options: Options,
   targetPort: number,
   workers: number,
+  extra: string[] = [],
+  name?: string,
   v8Flags?: string,
 ): Promise<Subject> {
-  const args = ["run", "--allow-all", "--unstable-net", "main.ts"];
+  const args = ["run", "--allow-all", "--unstable-net", "main.ts", ...extra];
   if (workers > 1) args.push("--workers", String(workers));
   args.push("127.0.0.1:0", `127.0.0.1:${targetPort}`);
   // With several workers the proxy gets every core; one process is pinned like the others.
@@ -325,12 +331,9 @@ async function startDenoProxy(
   const match = await child.waitFor(/Listen on 127\.0\.0\.1:(\d+)/, 30_000, "The proxy");
   const port = Number(match[1]);
   await waitConnectable(port, 10_000);
-  const name = v8Flags !== undefined
-    ? `deno [${v8Flags}]`
-    : workers > 1
-    ? `deno ×${workers}`
-    : "deno";
-  return subjectOf(name, child, { port, ws: true, mode: true }, true);
+  const column = name ??
+    (v8Flags !== undefined ? `deno [${v8Flags}]` : workers > 1 ? `deno ×${workers}` : "deno");
+  return subjectOf(column, child, { port, ws: true, mode: true }, true);
 }
 
 async function startPython(options: Options, targetPort: number): Promise<Subject> {
@@ -431,6 +434,10 @@ interface BenchRun {
   measure(subject: Subject, mode: string, keys: Json, row?: Row): Promise<Json>;
   /** Restarts the proxies, for figures that need a fresh process. */
   freshProxies(): Promise<void>;
+  /** One more proxy on the target, pinned like the others; the caller stops it. */
+  proxy(name: string, args: string[]): Promise<Subject>;
+  /** Tables of their own (scripts/bench_cluster.ts), printed after the main tables. */
+  readonly sections: string[];
   /** Restarts every server that can be (all columns: the memory rows compare fresh servers). */
   freshServers(): Promise<void>;
 }
@@ -450,6 +457,8 @@ const PARTS: readonly Part[] = [
   { name: "newcomer", run: newcomerPart },
   { name: "idle", run: idlePart },
   { name: "generator", run: generatorPart },
+  { name: "cluster", run: clusterPart },
+  { name: "metrics", run: metricsPart },
 ];
 
 function log(line: string): void {
@@ -516,11 +525,19 @@ async function main(): Promise<void> {
       workers: options.workers,
     };
     const names = run.subjects.map((s) => s.name);
-    console.log(renderTable(run.rows, names, info));
-    console.log("");
-    console.log(renderCpuTable(run.rows, names, info.pinned));
-    console.log("");
-    console.log(renderHeadroom(run.rows, names));
+    const table = renderTable(run.rows, names, info);
+    // Only parts with tables of their own ran: the machine lines, no empty tables.
+    if (run.rows.length === 0) console.log(table.split("\n").slice(0, 2).join("\n"));
+    else {
+      console.log(table);
+      console.log("");
+      console.log(renderCpuTable(run.rows, names, info.pinned));
+      console.log("");
+      console.log(renderHeadroom(run.rows, names));
+    }
+    for (const text of [sizingLines(run.rows).join("\n"), ...run.sections].filter(Boolean)) {
+      console.log(`\n${text}`);
+    }
   } finally {
     for (const subject of running) await subject.stop();
     await target.stop();
@@ -545,7 +562,9 @@ async function startServers(
   add(await restartable(() => startLimit(options)));
   add(await startDenoProxy(options, targetPort, 1));
   if (options.workers > 1) add(await startDenoProxy(options, targetPort, options.workers));
-  for (const flags of options.compareV8) add(await startDenoProxy(options, targetPort, 1, flags));
+  for (const flags of options.compareV8) {
+    add(await startDenoProxy(options, targetPort, 1, [], undefined, flags));
+  }
   if (websocketd) {
     const cat = await restartable(() => startWebsocketd(options, ["cat"], true, false));
     // The one-way rows need a sink and a source behind websocketd: the C target over stdio.
@@ -602,12 +621,14 @@ async function startServers(
         await old.stop();
         const flags = /^deno \[(.*)\]$/.exec(old.name)?.[1];
         const workers = old.name.startsWith("deno ×") ? options.workers : 1;
-        const fresh = await startDenoProxy(options, targetPort, workers, flags);
+        const fresh = await startDenoProxy(options, targetPort, workers, [], undefined, flags);
         subjects[index] = fresh;
         running[running.indexOf(old)] = fresh;
       }
       await new Promise((resolve) => setTimeout(resolve, 500));
     },
+    proxy: (name, args) => startDenoProxy(options, targetPort, 1, args, name),
+    sections: [],
     async freshServers() {
       await run.freshProxies();
       for (let index = 0; index < subjects.length; index++) {

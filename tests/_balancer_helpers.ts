@@ -30,7 +30,32 @@ async function waitListening(port: number, child: Deno.ChildProcess, what: strin
 
 export interface Balancer extends AsyncDisposable {
   readonly port: number;
+  readonly pid: number;
   output(): string;
+}
+
+/** One proxy instance behind `deploy/haproxy.cfg`: its WebSocket port and its metrics port. */
+export interface HaproxyInstance {
+  readonly port: number;
+  readonly metricsPort: number;
+}
+
+/**
+ * The text of `deploy/haproxy.cfg` with its `@...@` placeholders filled in: the frontend port and
+ * each instance's port and metrics port (health checks), nothing else changed. Used by
+ * tests/cluster_test.ts and by the bench (scripts/bench_cluster.ts), so both run the exact file.
+ */
+export async function haproxyConfig(front: number, instances: HaproxyInstance[]): Promise<string> {
+  let config = await Deno.readTextFile(new URL("../deploy/haproxy.cfg", import.meta.url));
+  config = config.replace("@FRONT_PORT@", String(front));
+  instances.forEach((instance, index) => {
+    config = config
+      .replace(`@PORT${index + 1}@`, String(instance.port))
+      .replace(`@METRICS${index + 1}@`, String(instance.metricsPort));
+  });
+  const left = config.match(/@[A-Z0-9_]+@/);
+  if (left) throw new Error(`deploy/haproxy.cfg: placeholder ${left[0]} not filled in`);
+  return config;
 }
 
 /** Runs `program` with `args` until disposed; collects its stderr. */
@@ -76,5 +101,5 @@ export async function runBalancer(
     await stop();
     throw new Error(`${error}\n${output}`);
   }
-  return { port, output: () => output, [Symbol.asyncDispose]: stop };
+  return { port, pid: child.pid, output: () => output, [Symbol.asyncDispose]: stop };
 }

@@ -2,6 +2,7 @@
 // come from `deno task bench`, never from tests), only their presence and shape.
 
 import assert from "node:assert/strict";
+import { sizingLines } from "../scripts/bench_cluster.ts";
 
 const BENCH = new URL("../scripts/bench.ts", import.meta.url).pathname;
 
@@ -121,4 +122,60 @@ Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags", 
   const setup = rowOf(figures!, "set-up");
   assert.match(setup[header.indexOf("deno")]!, /^[\d,.]+$/);
   assert.match(setup[column]!, /^[\d,.]+$/, "the compared proxy's set-up rate");
+});
+
+/** A figure, with how many of the 1,000 sessions were served when not all were. */
+const FIGURE = /^[\d,.]+( \(\d+\/1000 served\))?$/;
+
+Deno.test("bench --quick --only cluster,metrics prints the HAProxy and --metrics tables", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "cluster,metrics",
+    "--no-python",
+    "--no-pin",
+  ]);
+  assert.equal(code, 0, stderr);
+  assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
+  // No main table: only parts with tables of their own ran.
+  assert.doesNotMatch(stdout, /CPU use during each test|\| test \| unit \| limit/);
+  const [, cluster, metrics] = stdout.split(/^(?:Through HAProxy|--metrics overhead)/m);
+  assert.ok(cluster && metrics, `no HAProxy or --metrics table in:\n${stdout}`);
+  assert.deepEqual(rowOf(cluster, "test | unit").slice(2, 5), [
+    "one instance",
+    "HAProxy + 3 instances",
+    "cluster / one",
+  ]);
+  for (const label of ["1,000 sessions", "set-up", "ws→tcp, 64 KiB", "tcp→ws, 64 KiB"]) {
+    const [, , one, through, ratio, cpuOne, cpuCluster, , haproxyPart] = rowOf(cluster, label);
+    assert.match(one!, FIGURE, `${label}: one instance`);
+    assert.match(through!, FIGURE, `${label}: through HAProxy`);
+    assert.match(ratio!, /^\d+\.\d\d$/, `${label}: ratio`);
+    assert.match(cpuOne!, /^\d+ % \/ \d+ %$/, `${label}: CPU of one instance`);
+    assert.match(cpuCluster!, /^\d+ % \/ \d+ %$/, `${label}: CPU of the cluster`);
+    assert.match(haproxyPart!, /^\d+ %$/, `${label}: HAProxy's part of the CPU`);
+  }
+  for (const label of ["1,000 sessions", "set-up", "ws→tcp, 1 KiB", "echo round trip p50"]) {
+    const [, , without, withMetrics, cost, , , holds] = rowOf(metrics, label);
+    assert.match(without!, FIGURE, `${label}: without`);
+    assert.match(withMetrics!, FIGURE, `${label}: with --metrics`);
+    assert.match(cost!, /^[+-]\d+\.\d %$/, `${label}: cost`);
+    assert.match(holds!, /^(yes|\*\*no\*\*|noise)$/, `${label}: bar`);
+  }
+});
+
+Deno.test("sizingLines turns the 1,000-session and idle rows into sessions per core and GiB", () => {
+  const row = (label: string, value: number, server: number[]) => ({
+    label,
+    values: new Map([["deno", value]]),
+    cpu: new Map([["deno", server.map((share) => ({ server: share }))]]),
+  });
+  const lines = sizingLines([
+    row("1,000 sessions echoing (32 B)", 20000, [0.5, 0.4, 0.6]),
+    row("idle memory per session", 16, []),
+  ]);
+  assert.match(lines.join("\n"), /20,000 msg\/s at 50 % of one core = 40,000 msg\/s per core/);
+  assert.match(lines.join("\n"), /, 10 msg\/s each: 4,000,/);
+  assert.match(lines.join("\n"), /16\.0 KiB per idle session = 65,536 idle sessions per GiB/);
+  assert.deepEqual(sizingLines([]), []);
 });

@@ -19,9 +19,9 @@ import {
   within,
 } from "./_helpers.ts";
 import { freePort, startRedis } from "./_tokens_helpers.ts";
+import { haproxyConfig } from "./_balancer_helpers.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
-const CONFIG = new URL("../deploy/haproxy.cfg", import.meta.url);
 const SESSIONS = 300;
 const BATCH = 50;
 
@@ -98,13 +98,13 @@ Deno.test("haproxy + deploy/haproxy.cfg spreads 300 sessions over three proxies 
     }
     await waitHealthy(instances);
     const front = await freePort();
-    let config = (await Deno.readTextFile(CONFIG)).replace("@FRONT_PORT@", String(front));
-    instances.forEach((instance, index) => {
-      config = config
-        .replace(`@PORT${index + 1}@`, String(instance.proxy.port))
-        .replace(`@METRICS${index + 1}@`, new URL(instance.metrics).port);
-    });
-    assert.doesNotMatch(config, /@[A-Z0-9_]+@/);
+    const config = await haproxyConfig(
+      front,
+      instances.map((instance) => ({
+        port: instance.proxy.port,
+        metricsPort: Number(new URL(instance.metrics).port),
+      })),
+    );
     await Deno.writeTextFile(`${dir}/haproxy.cfg`, config);
     haproxy = new Deno.Command(HAPROXY, {
       args: ["-db", "-f", `${dir}/haproxy.cfg`],
