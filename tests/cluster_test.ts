@@ -31,8 +31,12 @@ interface Instance {
 }
 
 async function startInstance(redisPort: number, password: string): Promise<Instance> {
+  // --shutdown-delay 1: /healthz answers 503 for a second before the drain, so the test (and
+  // haproxy) see it even when the machine is busy and the drain itself takes a few ms.
   const proxy = await startProxy([
     "--proxy-protocol",
+    "--shutdown-delay",
+    "1",
     "--metrics",
     "127.0.0.1:0",
     "--token-plugin",
