@@ -103,3 +103,32 @@ export async function runBalancer(
   }
   return { port, pid: child.pid, output: () => output, [Symbol.asyncDispose]: stop };
 }
+
+/**
+ * Runs Debian's nginx in the foreground with `server` (one `server { … }` block) as its only
+ * server, every path of its own in a fresh temporary directory (prefix `prefix`), on `port`.
+ */
+export async function startNginx(server: string, port: number, prefix: string): Promise<Balancer> {
+  const dir = await Deno.makeTempDir({ prefix });
+  const config = `${dir}/nginx.conf`;
+  const root = Deno.uid() === 0 ? "user root;\n" : "";
+  await Deno.writeTextFile(
+    config,
+    `${root}daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log stderr notice;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+${server}
+}
+`,
+  );
+  return await runBalancer("/usr/sbin/nginx", ["-p", dir, "-c", config, "-e", "stderr"], port, dir);
+}

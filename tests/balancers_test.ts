@@ -14,10 +14,9 @@ import {
   startProxy,
   upgradeRequest,
 } from "./_helpers.ts";
-import { type Balancer, freePort, runBalancer } from "./_balancer_helpers.ts";
+import { type Balancer, freePort, runBalancer, startNginx } from "./_balancer_helpers.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
-const NGINX = "/usr/sbin/nginx";
 
 async function startHaproxy(backendPort: number, sendProxy: string): Promise<Balancer> {
   const dir = await Deno.makeTempDir({ prefix: "haproxy-" });
@@ -106,26 +105,10 @@ Deno.test("--trusted-proxy applies to the PROXY header's source with --proxy-pro
   await proxy.waitFor(/203\.0\.113\.7 - - \[[^\]]+\] 203\.0\.113\.7: connecting to: /);
 });
 
-async function startNginx(backendPort: number): Promise<Balancer> {
-  const dir = await Deno.makeTempDir({ prefix: "nginx-" });
+async function startNginxFor(backendPort: number): Promise<Balancer> {
   const port = freePort();
-  const config = `${dir}/nginx.conf`;
-  const root = Deno.uid() === 0 ? "user root;\n" : "";
-  await Deno.writeTextFile(
-    config,
-    `${root}daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log stderr notice;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
+  return await startNginx(
+    `  server {
     listen 127.0.0.1:${port};
     location / {
       proxy_pass http://127.0.0.1:${backendPort};
@@ -134,11 +117,10 @@ http {
       proxy_set_header Connection "upgrade";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }
-  }
-}
-`,
+  }`,
+    port,
+    "nginx-",
   );
-  return await runBalancer(NGINX, ["-p", dir, "-c", config, "-e", "stderr"], port, dir);
 }
 
 /** Opens a session through `port` and sends a message, so that the proxy logs the connection. */
@@ -169,7 +151,7 @@ Deno.test("--trusted-proxy takes the client address from nginx's X-Forwarded-For
     "127.0.0.1:0",
     `127.0.0.1:${target.port}`,
   ]);
-  await using nginx = await startNginx(proxy.port);
+  await using nginx = await startNginxFor(proxy.port);
 
   // From 127.0.0.1 (trusted, as an inner balancer would be): the entry left of it is the client.
   await session(nginx.port, { "X-Forwarded-For": "203.0.113.7" }, "127.0.0.1");
@@ -210,7 +192,7 @@ Deno.test("a token plugin behind nginx routes by the forwarded clientAddress", a
     `203.0.113.7=${target.port}`,
     "127.0.0.1:0",
   ]);
-  await using nginx = await startNginx(proxy.port);
+  await using nginx = await startNginxFor(proxy.port);
   await session(nginx.port, { "X-Forwarded-For": "203.0.113.7" }, "127.0.0.1", "/?token=x");
   await assert.rejects(
     connectClient(`ws://127.0.0.1:${nginx.port}/?token=x`, {

@@ -9,10 +9,9 @@
 import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import { randomBytes, startEcho, startProxy, within } from "./_helpers.ts";
-import { type Balancer, freePort, runBalancer } from "./_balancer_helpers.ts";
+import { type Balancer, freePort, startNginx } from "./_balancer_helpers.ts";
 import { makeTestPki } from "./_tls_helpers.ts";
 
-const NGINX = "/usr/sbin/nginx";
 const DEPLOYED = new URL("../deploy/nginx.conf", import.meta.url).pathname;
 
 /** deploy/nginx.conf with its placeholders replaced; throws if one is left or missing. */
@@ -29,8 +28,7 @@ async function deployedServerBlock(values: Record<string, string>): Promise<stri
   return text;
 }
 
-async function startNginx(proxyPort: number, cert: string, key: string): Promise<Balancer> {
-  const dir = await Deno.makeTempDir({ prefix: "nginx-tls-" });
+async function startNginxFor(proxyPort: number, cert: string, key: string): Promise<Balancer> {
   const port = freePort();
   const server = await deployedServerBlock({
     LISTEN: `127.0.0.1:${port}`,
@@ -38,27 +36,7 @@ async function startNginx(proxyPort: number, cert: string, key: string): Promise
     KEY: key,
     PROXY_PORT: String(proxyPort),
   });
-  const config = `${dir}/nginx.conf`;
-  const root = Deno.uid() === 0 ? "user root;\n" : "";
-  await Deno.writeTextFile(
-    config,
-    `${root}daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log stderr notice;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-${server}
-}
-`,
-  );
-  return await runBalancer(NGINX, ["-p", dir, "-c", config, "-e", "stderr"], port, dir);
+  return await startNginx(server, port, "nginx-tls-");
 }
 
 /** Opens a wss:// client that trusts only `ca`, from `localAddress`; collects binary data. */
@@ -117,7 +95,7 @@ Deno.test("deploy/nginx.conf terminates TLS for wss:// and forwards the client a
       "127.0.0.1:0",
       `127.0.0.1:${target.port}`,
     ]);
-    await using nginx = await startNginx(proxy.port, pki.serverCert, pki.serverKey);
+    await using nginx = await startNginxFor(proxy.port, pki.serverCert, pki.serverKey);
 
     // An untrusted certificate is refused: the client really verifies nginx's certificate.
     await assert.rejects(
