@@ -447,6 +447,27 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** Resolves once process `pid` is gone; rejects after `ms` (`what` names the wait). */
+export async function gone(pid: number, ms: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (alive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
+    })(),
+    ms,
+    what,
+  );
+}
+
+/** Child pids of `pid` over all its threads (zombies included), from /proc. */
+export function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+    if (text) found.push(...text.split(/\s+/).map(Number));
+  }
+  return found;
+}
+
 /** Resident set size of process `pid` in bytes, from /proc. */
 export function rssOf(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

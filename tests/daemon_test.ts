@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { alive, connectClient, runMain, startEcho, within } from "./_helpers.ts";
+import { connectClient, gone, runMain, startEcho } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -27,13 +27,7 @@ Deno.test("main.ts -D detaches, keeps proxying and stops on SIGTERM", async () =
     await client.closed;
   } finally {
     Deno.kill(pid, "SIGTERM");
-    await within(
-      (async () => {
-        while (alive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
-      })(),
-      8000,
-      "daemon exit",
-    );
+    await gone(pid, 8000, "daemon exit");
   }
   assert.match(await Deno.readTextFile(logFile), /Got SIGTERM/);
   await Deno.remove(dir, { recursive: true });

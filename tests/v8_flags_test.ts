@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import {
-  alive,
+  childrenOf,
   envWithoutV8Flags,
+  gone,
   MAIN,
   runMain,
   startEcho,
@@ -19,16 +20,6 @@ function v8FlagsOf(pid: number): string | undefined {
 
 function cmdlineOf(pid: number): string[] {
   return Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").filter(Boolean);
-}
-
-/** Child pids of `pid` (zombies included). */
-function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
-    if (text) found.push(...text.split(/\s+/).map(Number));
-  }
-  return found;
 }
 
 Deno.test("planV8Flags: runs again only without DENO_V8_FLAGS, --v8-flags or a binary", () => {
@@ -118,13 +109,7 @@ Deno.test("-D's background process and --workers' copies run with the V8 flags",
     assert.equal(v8FlagsOf(pid), V8_FLAGS);
   } finally {
     Deno.kill(pid, "SIGTERM");
-    await within(
-      (async () => {
-        while (alive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
-      })(),
-      8000,
-      "daemon exit",
-    );
+    await gone(pid, 8000, "daemon exit");
     await Deno.remove(dir, { recursive: true });
   }
 

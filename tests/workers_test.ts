@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import { alive } from "./_helpers.ts";
+import { alive, childrenOf } from "./_helpers.ts";
 import { clientFrame, deadline, RawClient } from "./_perf_helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -11,15 +11,6 @@ function echoServer(): Promise<net.Server> {
     socket.on("data", (data) => socket.write(data));
   });
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
-
-function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
-    if (text) found.push(...text.split(/\s+/).map(Number));
-  }
-  return found;
 }
 
 /** The socket inodes of the TCP listeners on `port` (`/proc/net/tcp` and `tcp6`). */
