@@ -17,9 +17,22 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const GREETING = encoder.encode("hello, "); // 7 bytes the target sends first
 
-/** Starts the proxy to `port` with `--metrics 127.0.0.1:0`; returns it and the metrics URL. */
-async function startWithMetrics(port: number): Promise<{ proxy: ProxyProcess; base: string }> {
-  const proxy = await startProxy(["--metrics", "127.0.0.1:0", "127.0.0.1:0", `127.0.0.1:${port}`]);
+/**
+ * Starts the proxy with `options` and `--metrics 127.0.0.1:0`, to `port` (none: the options name
+ * the targets); returns it and the metrics URL.
+ */
+async function startWithMetrics(
+  port: number | undefined,
+  options: string[] = [],
+): Promise<{ proxy: ProxyProcess; base: string }> {
+  const target = port === undefined ? [] : [`127.0.0.1:${port}`];
+  const proxy = await startProxy([
+    ...options,
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    ...target,
+  ]);
   const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) \(\/metrics, \/healthz\)/);
   return { proxy, base: `http://${match[1]}` };
 }
@@ -172,17 +185,8 @@ for (const value of ["abc", "70000", "127.0.0.1:", "-1"]) {
 
 Deno.test("--metrics with --workers 2 answers the sum over both processes", async () => {
   await using target = startTarget();
-  const proxy = await startProxy([
-    "--workers",
-    "2",
-    "--metrics",
-    "127.0.0.1:0",
-    "127.0.0.1:0",
-    `127.0.0.1:${target.port}`,
-  ]);
+  const { proxy, base } = await startWithMetrics(target.port, ["--workers", "2"]);
   await using _proxy = proxy;
-  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
-  const base = `http://${match[1]}`;
   // The worker announces its own metrics listener once it has started.
   const started = await scrapeUntil(base, "websockify_processes", 2);
   assert.equal(sample(started, "websockify_processes"), 2);
@@ -212,17 +216,8 @@ Deno.test("--metrics with --workers 2 answers the sum over both processes", asyn
 
 Deno.test("--metrics counts an origin refusal", async () => {
   await using target = startTarget();
-  const proxy = await startProxy([
-    "--origin",
-    "http://good.example",
-    "--metrics",
-    "127.0.0.1:0",
-    "127.0.0.1:0",
-    `127.0.0.1:${target.port}`,
-  ]);
+  const { proxy, base } = await startWithMetrics(target.port, ["--origin", "http://good.example"]);
   await using _proxy = proxy;
-  const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
-  const base = `http://${match[1]}`;
   const answer = await rawExchange(
     proxy.port,
     upgradeRequest("/", ["Origin: http://bad.example"]),
@@ -238,7 +233,7 @@ Deno.test("--metrics counts auth and token refusals", async () => {
   try {
     await using target = startTarget();
     await Deno.writeTextFile(`${directory}/tokens`, `good: 127.0.0.1:${target.port}\n`);
-    const proxy = await startProxy([
+    const { proxy, base } = await startWithMetrics(undefined, [
       "--token-plugin",
       "ReadOnlyTokenFile",
       "--token-source",
@@ -247,13 +242,8 @@ Deno.test("--metrics counts auth and token refusals", async () => {
       "BasicHTTPAuth",
       "--auth-source",
       "user:secret",
-      "--metrics",
-      "127.0.0.1:0",
-      "127.0.0.1:0",
     ]);
     await using _proxy = proxy;
-    const match = await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /);
-    const base = `http://${match[1]}`;
     const unknown = await rawExchange(proxy.port, upgradeRequest("/?token=bad"));
     assert.match(decoder.decode(unknown), /^HTTP\/1\.1 404/);
     const unauthorized = await rawExchange(proxy.port, upgradeRequest("/?token=good"));
