@@ -20,7 +20,7 @@ Deno.test("SocketConnection.read() and readChunk() deliver every byte, then null
   const sent = new Uint8Array(300_000).map((_, i) => i * 7);
   const server = await serve((socket) => socket.end(sent));
   try {
-    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const connection = await SocketConnection.connect("127.0.0.1", portOf(server));
     const parts: Uint8Array[] = [];
     const buffer = new Uint8Array(1000);
     for (let turn = 0; turn < 10_000; turn++) {
@@ -52,7 +52,7 @@ Deno.test("SocketConnection.close() still delivers what write() accepted", async
     socket.on("close", () => resolveEnd());
   });
   try {
-    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const connection = await SocketConnection.connect("127.0.0.1", portOf(server));
     const data = new Uint8Array(4 * 1024 * 1024).fill(9);
     const writing = connection.write(data);
     connection.close();
@@ -69,14 +69,14 @@ Deno.test("SocketConnection.connect() rejects when nothing listens", async () =>
   const server = await serve(() => {});
   const port = portOf(server);
   await new Promise((resolve) => server.close(resolve));
-  await assert.rejects(SocketConnection.connect({ host: "127.0.0.1", port }));
+  await assert.rejects(SocketConnection.connect("127.0.0.1", port));
 });
 
 Deno.test("SocketConnection.stream() pushes every byte, then ends once", async () => {
   const sent = new Uint8Array(300_000).map((_, i) => i * 13);
   const server = await serve((socket) => socket.end(sent));
   try {
-    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const connection = await SocketConnection.connect("127.0.0.1", portOf(server));
     // Let some chunks arrive before push mode starts: they must come first, in order.
     await new Promise((resolve) => setTimeout(resolve, 50));
     const parts: Uint8Array[] = [];
@@ -111,7 +111,7 @@ Deno.test("SocketConnection.writePieces() delivers small and large pieces in ord
     socket.on("end", () => resolveEnd());
   });
   try {
-    const connection = await SocketConnection.connect({ host: "127.0.0.1", port: portOf(server) });
+    const connection = await SocketConnection.connect("127.0.0.1", portOf(server));
     const sizes = [1, 100, 20_000, 5, 7, 300_000, 16_383, 16_384, 2];
     const pieces = sizes.map((size, n) => new Uint8Array(size).fill(n + 1));
     let written = 0;

@@ -11,6 +11,7 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import type { TargetConnection } from "../types.ts";
+import { openLibcDialer } from "./libc_dial.ts";
 
 /** Bytes buffered from the target before its socket is paused (the pump is behind). */
 const HIGH_WATER = 256 * 1024;
@@ -20,11 +21,26 @@ const FLUSH_TIMEOUT_MS = 5000;
 const COALESCE_PIECE = 16 * 1024;
 /** Largest batch of small pieces copied into one write. */
 const COALESCE_LIMIT = 256 * 1024;
+/** A libc dial outlives the caller's connect timeout by this much, so the caller's message wins. */
+const KEEP_AFTER_TIMEOUT_MS = 1000;
 /**
  * What reads pending at close() reject with. One shared instance: building an Error (with its
  * stack trace) on every session's close was measurable in the set-up rate.
  */
 const CLOSED = new Error("Target connection was closed");
+
+/** Connects with `net.connect`; resolves once connected, rejects with the socket error. */
+function netConnect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    const fail = (error: Error) => reject(error);
+    socket.once("error", fail);
+    socket.once("connect", () => {
+      socket.off("error", fail);
+      resolve(socket);
+    });
+  });
+}
 
 /** Receives a {@link SocketConnection}'s chunks in push mode ({@link SocketConnection.stream}). */
 export interface ChunkSink {
@@ -68,19 +84,20 @@ export class SocketConnection implements TargetConnection {
     });
   }
 
-  /** Connects to `host:port` (no delay, keep-alive); rejects with the socket error. */
-  static connect(options: net.NetConnectOpts): Promise<SocketConnection> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(options);
-      const fail = (error: Error) => reject(error);
-      socket.once("error", fail);
-      socket.once("connect", () => {
-        socket.off("error", fail);
-        socket.setNoDelay(true);
-        socket.setKeepAlive(true);
-        resolve(new SocketConnection(socket));
-      });
-    });
+  /**
+   * Connects to the IP literal `address` and `port` (no delay, keep-alive); rejects with the
+   * socket error. Dials through libc when it can (src/targets/libc_dial.ts: a `node:net` connect
+   * can starve while the core is saturated), otherwise with `net.connect`. `timeoutMs` (0: none)
+   * only bounds how long the libc dial is kept; the caller enforces the user's timeout.
+   */
+  static async connect(address: string, port: number, timeoutMs = 0): Promise<SocketConnection> {
+    const dialer = openLibcDialer();
+    const socket = dialer && !address.includes("%")
+      ? await dialer.dial(address, port, timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity)
+      : await netConnect(address, port);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    return new SocketConnection(socket);
   }
 
   #notify(): void {

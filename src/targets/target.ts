@@ -65,13 +65,13 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
   }
   // node:net rather than Deno.connect: fair with thousands of sessions (src/targets/socket_target.ts).
   if (isIP(target.host) !== 0) {
-    return await SocketConnection.connect({ host: target.host, port: target.port });
+    return await SocketConnection.connect(target.host, target.port, options.timeoutMs);
   }
   const addresses = preferIpv4(await lookup(target.host, { all: true }));
   let lastError: unknown = new Error(`'${target.host}' has no addresses`);
   for (const { address } of addresses) {
     try {
-      return await SocketConnection.connect({ host: address, port: target.port });
+      return await SocketConnection.connect(address, target.port, options.timeoutMs);
     } catch (error) {
       lastError = error;
     }
