@@ -55,6 +55,21 @@ export function envWithoutV8Flags(): Record<string, string> {
   return env;
 }
 
+/**
+ * `taskset -c CPU` as a command prefix when the machine has taskset and two CPUs (so a server and
+ * its load get a core each), otherwise nothing.
+ */
+export function pinned(cpu: number): string[] {
+  const taskset = ["/usr/bin/taskset", "/bin/taskset"].find((path) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  });
+  return taskset && navigator.hardwareConcurrency >= 2 ? [taskset, "-c", String(cpu)] : [];
+}
+
 /** Output of a process that exits by itself (usage errors, --help). */
 export async function runMain(
   args: string[],
@@ -87,10 +102,18 @@ export async function runMain(
 /** Starts `main.ts` with `args` and waits for its "Listen on" banner line. */
 export async function startProxy(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean; deno?: string[] } = {},
+  options: {
+    cwd?: string;
+    env?: Record<string, string>;
+    clearEnv?: boolean;
+    deno?: string[];
+    /** Words run before `deno` (e.g. from {@link pinned}). */
+    prefix?: string[];
+  } = {},
 ): Promise<ProxyProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...(options.deno ?? ["--allow-all", "--unstable-net"]), MAIN, ...args],
+  const [program, ...before] = [...(options.prefix ?? []), Deno.execPath()];
+  const child = new Deno.Command(program!, {
+    args: [...before, "run", ...(options.deno ?? ["--allow-all", "--unstable-net"]), MAIN, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

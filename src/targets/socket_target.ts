@@ -93,7 +93,11 @@ export class SocketConnection implements TargetConnection {
   static async connect(address: string, port: number, timeoutMs = 0): Promise<SocketConnection> {
     const dialer = openLibcDialer();
     const socket = dialer && !address.includes("%")
-      ? await dialer.dial(address, port, timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity)
+      ? await dialer.dial(
+        address,
+        port,
+        timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity,
+      )
       : await netConnect(address, port);
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
