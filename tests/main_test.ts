@@ -97,6 +97,10 @@ Deno.test("deno task start accepts its V8 flags (--version exits 0); compile bak
   const flags = config.tasks.start!.match(/DENO_V8_FLAGS=(\S+)/)?.[1];
   assert.match(flags ?? "", /^--optimize-for-size/);
   assert.ok(config.tasks.compile!.includes(` --v8-flags=${flags} `), "compile task's --v8-flags");
+  // The libc dialer needs FFI (src/targets/libc_dial.ts); without it connects can starve.
+  for (const task of ["start", "compile"]) {
+    assert.match(config.tasks[task]!, / --allow-ffi /, `${task} task grants --allow-ffi`);
+  }
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["task", "start", "--version"],
     cwd: new URL("..", import.meta.url).pathname,
