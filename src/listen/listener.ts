@@ -7,6 +7,7 @@
  */
 
 import net from "node:net";
+import { LibcAcceptor } from "./libc_accept.ts";
 import tls from "node:tls";
 import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
@@ -81,6 +82,8 @@ export class Listener {
   readonly #server: net.Server;
   readonly #options: ListenerOptions;
   readonly #sockets = new Set<net.Socket>();
+  /** Takes clients from the accept queue when the runtime's own accept starves (TCP only). */
+  #rescue: LibcAcceptor | undefined;
   #nextId = 1;
   /** The bound address: `host:port` (`[v6]:port`) or the unix socket path. */
   address = "";
@@ -108,6 +111,8 @@ export class Listener {
 
   /** Stops accepting new connections; open ones continue. */
   stopAccepting(): void {
+    // Before the listener closes: its duplicate descriptor would keep the port accepting.
+    this.#rescue?.close();
     if (!this.#server.listening) return;
     // close()'s callback waits for every connection to end; nothing here needs to wait for that.
     this.#server.close();
@@ -154,6 +159,11 @@ export class Listener {
       });
       await Promise.race([once(server, "listening"), failed]);
       const address = server.address() as net.AddressInfo;
+      this.#rescue = LibcAcceptor.open(
+        server,
+        (socket) => this.#accept(socket),
+        (message) => this.#options.log.error(`Listener error: ${message}`),
+      );
       this.address = address.family === "IPv6"
         ? `[${address.address}]:${address.port}`
         : `${address.address}:${address.port}`;
@@ -166,9 +176,11 @@ export class Listener {
     const id = this.#nextId++;
     this.#sockets.add(socket);
     this.#options.onCountChange?.(this.#sockets.size);
+    this.#rescue?.setActive(true);
     socket.on("close", () => {
       this.#sockets.delete(socket);
       this.#options.onCountChange?.(this.#sockets.size);
+      if (this.#sockets.size === 0) this.#rescue?.setActive(false);
     });
     socket.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
     const unix = this.#options.listen.kind === "unix";

@@ -42,10 +42,12 @@ const SYMBOLS = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+/** The libc functions this module and src/listen/libc_accept.ts call. */
+export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** errno number → its name (`ECONNREFUSED`), for node-style error messages. */
 const ERRNO_NAMES = new Map<number, string>(
@@ -242,21 +244,35 @@ export function ipv6Bytes(address: string): Uint8Array {
   return bytes;
 }
 
-let opened: LibcDialer | null | undefined;
+let loaded: Libc | null | undefined;
 
 /**
- * The process's libc dialer, or `undefined` when it cannot be used here: not Linux, no FFI
- * permission, or no `libc.so.6` (musl). Decided once.
+ * libc's socket functions, or `undefined` when they cannot be used here: not Linux, no FFI
+ * permission, or no `libc.so.6` (musl). Decided once per process.
  */
-export function openLibcDialer(): LibcDialer | undefined {
-  if (opened !== undefined) return opened ?? undefined;
-  opened = null;
+export function openLibc(): Libc | undefined {
+  if (loaded !== undefined) return loaded ?? undefined;
+  loaded = null;
   if (Deno.build.os !== "linux") return undefined;
   if (Deno.permissions.querySync?.({ name: "ffi" }).state !== "granted") return undefined;
   try {
-    opened = new LibcDialer(Deno.dlopen("libc.so.6", SYMBOLS).symbols);
+    loaded = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
   } catch {
     return undefined;
   }
-  return opened;
+  return loaded;
+}
+
+/** errno after a failed libc call. */
+export function lastErrno(libc: Libc): number {
+  return new Deno.UnsafePointerView(libc.__errno_location()!).getInt32();
+}
+
+let dialer: LibcDialer | undefined;
+
+/** The process's libc dialer, or `undefined` when libc cannot be used ({@link openLibc}). */
+export function openLibcDialer(): LibcDialer | undefined {
+  const libc = openLibc();
+  if (libc === undefined) return undefined;
+  return dialer ??= new LibcDialer(libc);
 }
