@@ -159,6 +159,7 @@ export class Listener {
       });
       await Promise.race([once(server, "listening"), failed]);
       const address = server.address() as net.AddressInfo;
+      // TCP only: what starves is the runtime's TCP accept (src/listen/libc_accept.ts).
       this.#rescue = LibcAcceptor.open(
         server,
         (socket) => this.#accept(socket),
