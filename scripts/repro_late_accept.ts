@@ -1,6 +1,7 @@
 /**
  * Stand-alone reproduction of late accepts in a saturated Deno `node:net` server (Deno 2.9.6),
- * for an upstream report; see docs/decisions.md, "Sixth pass". Nothing of the proxy is used:
+ * for an upstream report; see docs/decisions.md, "Sixth pass" and "Starved connects and accepts" (the
+ * cause: tokio's cooperative budget in Deno's libuv emulation). Nothing of the proxy is used:
  *
  *     deno run -A scripts/repro_late_accept.ts [BUSY_CONNECTIONS=2000] [SECONDS=8]
  *
