@@ -204,7 +204,7 @@ export interface TargetServer extends AsyncDisposable {
   readonly port: number;
   /** Connections accepted so far. */
   readonly connections: Deno.Conn[];
-  /** Resolves with the next accepted connection. */
+  /** Resolves with the next connection not yet handed out (waiting for one if none is). */
   nextConnection(): Promise<Deno.Conn>;
 }
 
@@ -219,11 +219,17 @@ export function startTarget(
   const connections: Deno.Conn[] = [];
   const pending: ((conn: Deno.Conn) => void)[] = [];
   const handlers: Promise<void>[] = [];
+  /** Connections nextConnection() has handed out (or that a waiter took on arrival). */
+  let claimed = 0;
   const accepting = (async () => {
     try {
       for await (const conn of listener) {
         connections.push(conn);
-        pending.shift()?.(conn);
+        const waiter = pending.shift();
+        if (waiter) {
+          claimed++;
+          waiter(conn);
+        }
         handlers.push(handle(conn).catch(() => {}));
       }
     } catch {
@@ -234,8 +240,11 @@ export function startTarget(
     port: options.transport === "unix" ? 0 : (listener.addr as Deno.NetAddr).port,
     ...(options.path ? { path: options.path } : {}),
     connections,
+    // A connection accepted before the call counts: the proxy may dial before the test asks.
     nextConnection: () =>
-      within(new Promise((resolve) => pending.push(resolve)), 10000, "target connection"),
+      claimed < connections.length
+        ? Promise.resolve(connections[claimed++]!)
+        : within(new Promise((resolve) => pending.push(resolve)), 10000, "target connection"),
     async [Symbol.asyncDispose]() {
       listener.close();
       for (const conn of connections) {
