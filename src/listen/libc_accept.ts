@@ -16,16 +16,21 @@
  */
 
 import net from "node:net";
-import { lastErrno, type Libc, openLibc } from "../targets/libc_dial.ts";
+import {
+  EINTR,
+  errnoName,
+  lastErrno,
+  type Libc,
+  openLibc,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+} from "../ops/libc.ts";
 
 /** How often (ms) the accept queue is swept while connections are open. */
 export const SWEEP_MS = 10;
 /** Most connections taken in one sweep, so a flood cannot hold the event loop. */
 const SWEEP_LIMIT = 64;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
-const EINTR = 4;
 const ECONNABORTED = 103;
 
 /** The part of a `node:net` server handle used here (Deno's TCPWrap). */
@@ -99,7 +104,12 @@ export class LibcAcceptor {
       if (fd < 0) {
         const errno = lastErrno(this.#libc);
         if (errno === EINTR || errno === ECONNABORTED) continue;
-        if (errno !== EAGAIN) this.#onError(`accept failed (errno ${errno})`);
+        if (errno !== EAGAIN) {
+          this.#onError(
+            `accept through libc failed: ${errnoName(errno)} (node:net keeps accepting; for ` +
+              "EMFILE or ENFILE raise the open-file limit: ulimit -n, or LimitNOFILE= in systemd)",
+          );
+        }
         return;
       }
       let socket: net.Socket;

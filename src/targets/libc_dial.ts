@@ -20,46 +20,34 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import { constants } from "node:os";
+import {
+  EINTR,
+  errnoName,
+  lastErrno,
+  type Libc,
+  openLibc,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+} from "../ops/libc.ts";
 
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_ERROR = 4;
 const POLLOUT = 4;
 const EINPROGRESS = 115;
-const EINTR = 4;
 /** Until a dial is this old (ms) its completion is looked for on every event-loop turn. */
 const EAGER_MS = 2;
 /** Longest wait (ms) between two looks at dials still pending. */
 const SLOW_SWEEP_MS = 5;
-
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-/** The libc functions this module and src/listen/libc_accept.ts call. */
-export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-/** errno number → its name (`ECONNREFUSED`), for node-style error messages. */
-const ERRNO_NAMES = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
-);
 
 /** A connect error shaped like node:net's: message `connect ECONNREFUSED 127.0.0.1:9`, `code`. */
 export class DialError extends Error {
   readonly code: string;
   readonly errno: number;
   constructor(errno: number, address: string, port: number) {
-    const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+    const code = errnoName(errno);
     super(`connect ${code} ${address}:${port}`);
     this.code = code;
     this.errno = errno;
@@ -79,7 +67,6 @@ interface Pending {
 /** Dials through libc; one per process (see {@link openLibcDialer}). */
 export class LibcDialer {
   readonly #libc: Libc;
-  readonly #errno: Deno.UnsafePointerView;
   readonly #pending: Pending[] = [];
   readonly #option = new Uint8Array(4);
   readonly #optionLength = new Uint8Array(4);
@@ -87,7 +74,6 @@ export class LibcDialer {
 
   constructor(libc: Libc) {
     this.#libc = libc;
-    this.#errno = new Deno.UnsafePointerView(libc.__errno_location()!);
   }
 
   /** Dials in flight (tests, metrics). */
@@ -108,9 +94,9 @@ export class LibcDialer {
       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
       0,
     );
-    if (fd < 0) return Promise.reject(new DialError(this.#lastErrno(), address, port));
+    if (fd < 0) return Promise.reject(new DialError(lastErrno(this.#libc), address, port));
     if (this.#libc.connect(fd, sockaddr, sockaddr.length) !== 0) {
-      const errno = this.#lastErrno();
+      const errno = lastErrno(this.#libc);
       if (errno !== EINPROGRESS && errno !== EINTR) {
         this.#libc.close(fd);
         return Promise.reject(new DialError(errno, address, port));
@@ -129,10 +115,6 @@ export class LibcDialer {
       });
       this.#schedule(0);
     });
-  }
-
-  #lastErrno(): number {
-    return this.#errno.getInt32();
   }
 
   #schedule(delay: number): void {
@@ -182,7 +164,9 @@ export class LibcDialer {
     const option = this.#option;
     new DataView(this.#optionLength.buffer).setUint32(0, 4, true);
     const failed = this.#libc.getsockopt(dial.fd, SOL_SOCKET, SO_ERROR, option, this.#optionLength);
-    const errno = failed !== 0 ? this.#lastErrno() : new DataView(option.buffer).getInt32(0, true);
+    const errno = failed !== 0
+      ? lastErrno(this.#libc)
+      : new DataView(option.buffer).getInt32(0, true);
     if (errno !== 0) {
       this.#libc.close(dial.fd);
       dial.reject(new DialError(errno, dial.address, dial.port));
@@ -242,30 +226,6 @@ export function ipv6Bytes(address: string): Uint8Array {
   const bytes = Buffer.alloc(16);
   all.forEach((group, index) => bytes.writeUInt16BE(group, index * 2));
   return bytes;
-}
-
-let loaded: Libc | null | undefined;
-
-/**
- * libc's socket functions, or `undefined` when they cannot be used here: not Linux, no FFI
- * permission, or no `libc.so.6` (musl). Decided once per process.
- */
-export function openLibc(): Libc | undefined {
-  if (loaded !== undefined) return loaded ?? undefined;
-  loaded = null;
-  if (Deno.build.os !== "linux") return undefined;
-  if (Deno.permissions.querySync?.({ name: "ffi" }).state !== "granted") return undefined;
-  try {
-    loaded = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    return undefined;
-  }
-  return loaded;
-}
-
-/** errno after a failed libc call. */
-export function lastErrno(libc: Libc): number {
-  return new Deno.UnsafePointerView(libc.__errno_location()!).getInt32();
 }
 
 let dialer: LibcDialer | undefined;
