@@ -25,12 +25,14 @@ import {
 import { switchingProtocolsResponse } from "../src/websocket/handshake.ts";
 import net from "node:net";
 import { Buffer } from "node:buffer";
+import { duplicateDescriptor, openEpoll } from "../src/ops/epoll.ts";
 
 const [portArg, targetArg] = Deno.args;
 const targetPort = Number(targetArg);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 if (Deno.env.get("NET_ALL") === "1") netServer(Number(portArg));
+else if (Deno.env.get("EPOLL") === "1") epollServer(Number(portArg));
 else void acceptLoop();
 
 async function acceptLoop(): Promise<void> {
@@ -249,6 +251,67 @@ export function netServer(port: number): void {
         socket.on("data", (chunk: Buffer) => reader.push(chunk));
         if (head.length > end) reader.push(head.subarray(end));
         socket.resume();
+      });
+    };
+    socket.on("data", onHead);
+  });
+  server.listen({ port, host: "127.0.0.1", backlog: 4096 });
+}
+
+/** node:net accepts and reads the request, then both sockets move to our epoll loop. */
+export function epollServer(port: number): void {
+  const loop = openEpoll();
+  if (!loop) throw new Error("no epoll loop: run with -A on Linux");
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => socket.destroy());
+    let head: Buffer = Buffer.alloc(0);
+    const onHead = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const end = findEnd(head, head.length);
+      if (end < 0) return;
+      socket.off("data", onHead);
+      socket.pause();
+      const key = /\r\nsec-websocket-key:\s*(\S+)/i.exec(decoder.decode(head.subarray(0, end)))
+        ?.[1] ?? "";
+      const netTarget = net.connect({ host: "127.0.0.1", port: targetPort, noDelay: true });
+      netTarget.on("error", () => socket.destroy());
+      netTarget.once("connect", () => {
+        const clientFd = duplicateDescriptor(socket)!;
+        const targetFd = duplicateDescriptor(netTarget)!;
+        socket.destroy();
+        netTarget.destroy();
+        const client = loop.adopt(clientFd);
+        const target = loop.adopt(targetFd);
+        client.on("error", () => {});
+        target.on("error", () => {});
+        client.write(switchingProtocolsResponse(key, undefined));
+        const reader = new FrameReader({
+          onData(p) {
+            if (p.length > 0) target.write(p);
+          },
+          onControl(op, payload) {
+            if (op === OPCODE.close) {
+              client.write(encodeFrame(OPCODE.close, payload));
+              client.end();
+            }
+          },
+          onError() {
+            client.destroy();
+          },
+        });
+        target.on("data", (chunk: Buffer) => {
+          const size = frameHeaderSize(chunk.length);
+          const frame = Buffer.allocUnsafe(size + chunk.length);
+          writeFrameHeader(frame, size, OPCODE.binary, chunk.length);
+          frame.set(chunk, size);
+          client.write(frame);
+        });
+        target.on("close", () => client.destroy());
+        client.on("close", () => target.destroy());
+        client.on("data", (chunk: Buffer) => reader.push(chunk));
+        if (head.length > end) reader.push(head.subarray(end));
+        client.resume();
+        target.resume();
       });
     };
     socket.on("data", onHead);

@@ -105,3 +105,33 @@ export interface TargetConnection {
   /** The close frame once the target has ended (`--stdio`: from the exit code). */
   endFrame?(): { code: number; reason: string };
 }
+
+/**
+ * A connected byte stream with `net.Socket`'s events (`data`, `end`, `error`, `close`, `drain`,
+ * `finish`) and the part of its methods the channel and the target connections use. Both a
+ * `net.Socket` and an epoll-served `FdSocket` (src/ops/epoll.ts) are one.
+ */
+export interface ByteSocket {
+  readonly destroyed: boolean;
+  readonly writable: boolean;
+  readonly writableEnded: boolean;
+  readonly writableLength: number;
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  // deno-lint-ignore no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): this;
+  // deno-lint-ignore no-explicit-any
+  once(event: string, listener: (...args: any[]) => void): this;
+  // deno-lint-ignore no-explicit-any
+  off(event: string, listener: (...args: any[]) => void): this;
+  write(data: Uint8Array | string, callback?: (error?: Error | null) => void): boolean;
+  end(callback?: () => void): this;
+  destroy(error?: Error): this;
+  pause(): this;
+  resume(): this;
+  isPaused(): boolean;
+  cork(): void;
+  uncork(): void;
+  setNoDelay(noDelay?: boolean): this;
+  setKeepAlive(enable?: boolean, initialDelay?: number): this;
+}

@@ -15,7 +15,7 @@ import { AuthError, errorMessage, HttpError, TokenLookupError } from "../errors.
 import { writeAuthError } from "../auth/response.ts";
 import { checkUpgrade, switchingProtocolsResponse } from "../websocket/handshake.ts";
 import { errorPage, errorResponse } from "./http_response.ts";
-import { connectionInfo } from "../listen/listener.ts";
+import { connectionInfo, moveToEpoll } from "../listen/listener.ts";
 import { clientIdentityOf } from "../listen/tls.ts";
 import type { Log } from "../ops/log.ts";
 import type { RequestInfo } from "../types.ts";
@@ -233,8 +233,12 @@ async function handleUpgrade(
   // on the raw socket (see src/websocket/channel.ts and docs/decisions.md).
   socket.setTimeout(0);
   socket.setNoDelay(true);
-  socket.write(switchingProtocolsResponse(header(req, "sec-websocket-key") ?? "", check.protocol));
-  const channel = new WebSocketChannel(socket, head, {
+  // A plain connection goes on outside node:net from here (src/ops/epoll.ts).
+  const moved = moveToEpoll(socket, head);
+  moved.socket.write(
+    switchingProtocolsResponse(header(req, "sec-websocket-key") ?? "", check.protocol),
+  );
+  const channel = new WebSocketChannel(moved.socket, moved.head, {
     maxMessageSize: handlers.maxMessageSize,
   });
   handlers.onWebSocket(channel, request, admitted);

@@ -12,7 +12,8 @@ import tls from "node:tls";
 import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 import type { Log } from "../ops/log.ts";
-import type { ClientIdentity } from "../types.ts";
+import { duplicateDescriptor, openEpoll } from "../ops/epoll.ts";
+import type { ByteSocket, ClientIdentity } from "../types.ts";
 import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
 import { parseProxyHeader } from "./proxy_protocol.ts";
 
@@ -33,6 +34,8 @@ export interface ConnectionInfo {
   readonly secure: boolean;
   /** Stops the header timer: the request has arrived. */
   headersDone(): void;
+  /** The connection now goes on over `next` ({@link moveToEpoll}); the listener counts that one. */
+  readonly movedTo?: (next: ByteSocket) => void;
 }
 
 /** The server-side TLS provider (see `src/listen/tls.ts`). */
@@ -70,18 +73,53 @@ export interface ListenerOptions {
   readonly log: Log;
 }
 
-const infos = new WeakMap<net.Socket, ConnectionInfo>();
+const infos = new WeakMap<object, ConnectionInfo>();
 
-/** Returns the listener's information about `socket` (plain or TLS). */
-export function connectionInfo(socket: net.Socket): ConnectionInfo | undefined {
+/** Returns the listener's information about `socket` (plain or TLS, or moved to epoll). */
+export function connectionInfo(socket: object): ConnectionInfo | undefined {
   return infos.get(socket);
+}
+
+/**
+ * Moves a plain (not TLS) accepted connection from `node:net` to the epoll loop
+ * (src/ops/epoll.ts), once its request has been read: returns the socket to go on with and
+ * `head` with any bytes `node:net` had already read after it. Without the loop (no FFI
+ * permission, not Linux), for TLS, or when the descriptor cannot be had, returns `socket` as it
+ * is.
+ */
+export function moveToEpoll(
+  socket: net.Socket,
+  head: Uint8Array,
+): { socket: ByteSocket; head: Uint8Array } {
+  const info = infos.get(socket);
+  const loop = openEpoll();
+  if (!loop || !info?.movedTo || socket instanceof tls.TLSSocket || socket.destroyed) {
+    return { socket, head };
+  }
+  socket.pause();
+  const fd = duplicateDescriptor(socket);
+  if (fd === undefined) return { socket, head };
+  const buffered: Uint8Array[] = head.length > 0 ? [head] : [];
+  for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) buffered.push(chunk);
+  const next = loop.adopt(fd, {
+    remoteAddress: socket.remoteAddress,
+    remotePort: socket.remotePort,
+    remoteFamily: socket.remoteFamily,
+    localAddress: socket.localAddress,
+    localPort: socket.localPort,
+  });
+  infos.set(next, info);
+  info.movedTo(next);
+  // Closes node:net's descriptor; the connection stays open on the duplicate.
+  socket.destroy();
+  return { socket: next, head: buffered.length === 1 ? buffered[0]! : Buffer.concat(buffered) };
 }
 
 /** A listening socket (TCP or unix) and its open connections. */
 export class Listener {
   readonly #server: net.Server;
   readonly #options: ListenerOptions;
-  readonly #sockets = new Set<net.Socket>();
+  readonly #sockets = new Set<ByteSocket>();
   /** Takes clients from the accept queue when the runtime's own accept starves (TCP only). */
   #rescue: LibcAcceptor | undefined;
   #nextId = 1;
@@ -178,11 +216,17 @@ export class Listener {
     this.#sockets.add(socket);
     this.#options.onCountChange?.(this.#sockets.size);
     this.#rescue?.setActive(true);
-    socket.on("close", () => {
-      this.#sockets.delete(socket);
+    const closed = (which: ByteSocket) => {
+      this.#sockets.delete(which);
       this.#options.onCountChange?.(this.#sockets.size);
       if (this.#sockets.size === 0) this.#rescue?.setActive(false);
-    });
+    };
+    socket.on("close", () => closed(socket));
+    const movedTo = (next: ByteSocket) => {
+      this.#sockets.add(next);
+      this.#sockets.delete(socket);
+      next.once("close", () => closed(next));
+    };
     socket.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
     const unix = this.#options.listen.kind === "unix";
     const peer = unix
@@ -207,7 +251,7 @@ export class Listener {
     if (!unix) socket.setNoDelay(true);
     socket.setKeepAlive(true);
     const trusted = this.#options.trustedProxies;
-    const base = { id, headersDone, ...(trusted ? { trustedProxies: trusted } : {}) };
+    const base = { id, headersDone, movedTo, ...(trusted ? { trustedProxies: trusted } : {}) };
     if (this.#options.proxyProtocol) {
       this.#readProxyHeader(socket, peer, (source) => {
         const proxied = source === undefined

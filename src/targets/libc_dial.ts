@@ -60,7 +60,7 @@ interface Pending {
   port: number;
   started: number;
   deadline: number;
-  resolve: (socket: net.Socket) => void;
+  resolve: (fd: number) => void;
   reject: (error: Error) => void;
 }
 
@@ -87,7 +87,21 @@ export class LibcDialer {
    * `timeoutMs`, with `ETIMEDOUT`. Throws a `RangeError` for an address it cannot encode (a
    * scoped IPv6 address): dial those with `net.connect`.
    */
-  dial(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  async dial(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+    const fd = await this.dialDescriptor(address, port, timeoutMs);
+    try {
+      return new net.Socket({ fd, readable: true, writable: true });
+    } catch (error) {
+      this.#libc.close(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * As {@link dial}, but resolves with the connected, non-blocking descriptor, which the caller
+   * then owns (src/ops/epoll.ts serves it without `node:net`).
+   */
+  dialDescriptor(address: string, port: number, timeoutMs: number): Promise<number> {
     const sockaddr = encodeAddress(address, port);
     const fd = this.#libc.socket(
       sockaddr.length === 16 ? AF_INET : AF_INET6,
@@ -172,15 +186,7 @@ export class LibcDialer {
       dial.reject(new DialError(errno, dial.address, dial.port));
       return;
     }
-    let socket: net.Socket;
-    try {
-      socket = new net.Socket({ fd: dial.fd, readable: true, writable: true });
-    } catch (error) {
-      this.#libc.close(dial.fd);
-      dial.reject(error instanceof Error ? error : new Error(String(error)));
-      return;
-    }
-    dial.resolve(socket);
+    dial.resolve(dial.fd);
   }
 }
 

@@ -10,8 +10,9 @@
 
 import { Buffer } from "node:buffer";
 import net from "node:net";
-import type { TargetConnection } from "../types.ts";
+import type { ByteSocket, TargetConnection } from "../types.ts";
 import { openLibcDialer } from "./libc_dial.ts";
+import { openEpoll } from "../ops/epoll.ts";
 
 /** Bytes buffered from the target before its socket is paused (the pump is behind). */
 const HIGH_WATER = 256 * 1024;
@@ -52,7 +53,7 @@ export interface ChunkSink {
 
 /** A connected target socket with pull-style reads, or push-style ones ({@link stream}). */
 export class SocketConnection implements TargetConnection {
-  readonly #socket: net.Socket;
+  readonly #socket: ByteSocket;
   readonly #chunks: Buffer[] = [];
   #offset = 0;
   #buffered = 0;
@@ -61,7 +62,7 @@ export class SocketConnection implements TargetConnection {
   #wake: (() => void) | undefined;
   #sink: ChunkSink | undefined;
 
-  private constructor(socket: net.Socket) {
+  private constructor(socket: ByteSocket) {
     this.#socket = socket;
     socket.on("data", (chunk: Buffer) => {
       if (this.#sink) return this.#sink.chunk(chunk);
@@ -92,13 +93,16 @@ export class SocketConnection implements TargetConnection {
    */
   static async connect(address: string, port: number, timeoutMs = 0): Promise<SocketConnection> {
     const dialer = openLibcDialer();
-    const socket = dialer && !address.includes("%")
-      ? await dialer.dial(
-        address,
-        port,
-        timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity,
-      )
-      : await netConnect(address, port);
+    const loop = openEpoll();
+    const deadline = timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity;
+    let socket: ByteSocket;
+    if (!dialer || address.includes("%")) socket = await netConnect(address, port);
+    else if (!loop) socket = await dialer.dial(address, port, deadline);
+    else {
+      // Served by the epoll loop, never by node:net (src/ops/epoll.ts).
+      const fd = await dialer.dialDescriptor(address, port, deadline);
+      socket = loop.adopt(fd, { remoteAddress: address, remotePort: port });
+    }
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
     return new SocketConnection(socket);
@@ -289,7 +293,7 @@ export class SocketConnection implements TargetConnection {
  * Resolves once `socket` emits `drain` or `close`, whichever comes first: the one wait for a full
  * socket buffer shared by the client channel and target connections.
  */
-export function whenDrained(socket: net.Socket): Promise<void> {
+export function whenDrained(socket: ByteSocket): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       socket.off("drain", done);

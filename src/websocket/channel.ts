@@ -9,7 +9,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import type { Socket } from "node:net";
+import type { ByteSocket } from "../types.ts";
 import { whenDrained } from "../targets/socket_target.ts";
 import {
   type DataOpcode,
@@ -57,7 +57,7 @@ export interface ChannelOptions {
 /** A WebSocket connection after the 101 response, driven by the framer. */
 export class WebSocketChannel {
   /** The client's socket. */
-  readonly socket: Socket;
+  readonly socket: ByteSocket;
   #reader: FrameReader;
   #handlers: ChannelHandlers | undefined;
   #closeSent = false;
@@ -70,7 +70,7 @@ export class WebSocketChannel {
    * Takes over `socket` (paused until {@link start}); `head` holds bytes read past the request
    * headers.
    */
-  constructor(socket: Socket, head: Uint8Array, options: ChannelOptions) {
+  constructor(socket: ByteSocket, head: Uint8Array, options: ChannelOptions) {
     this.socket = socket;
     this.#head = head;
     socket.pause();

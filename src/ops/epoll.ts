@@ -1,0 +1,549 @@
+/**
+ * Sockets served by our own epoll loop through FFI instead of by Deno's `node:net` (issue 12).
+ *
+ * An {@link FdSocket} is a connected, non-blocking TCP socket given by its descriptor. It offers
+ * the part of `net.Socket` that the session code uses (`data`, `end`, `error`, `close` and `drain`
+ * events, `write` with callbacks, `cork`, `end`, `destroy`, `pause`, `resume`), so the channel,
+ * the pump and the target connection run on it unchanged. All sockets of a process share one
+ * {@link EpollLoop}: it polls without blocking (`epoll_wait` with timeout 0) once per event-loop
+ * turn while sockets are ready, and when none is, waits in a thread (a non-blocking FFI call) so
+ * an idle proxy uses no CPU. Reads and writes are plain `read` and `send` calls.
+ *
+ * Why: Deno 2.9.6 serves `node:net` handles through a ready queue with tokio's cooperative budget
+ * (docs/decisions.md, "Starved connects and accepts"); its per-message cost is several times a
+ * read and a send. Measured in docs/decisions.md, "Sessions on our own epoll loop".
+ *
+ * Linux only; {@link openEpoll} returns `undefined` where it cannot be used (no FFI permission,
+ * not Linux, no glibc), and callers keep the `node:net` socket.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
+import { constants } from "node:os";
+import process from "node:process";
+import { errnoName } from "./libc.ts";
+
+const SYMBOLS = {
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  epoll_wait_blocking: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type Epoll = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_MOD = 3;
+const EPOLLIN = 0x001;
+const EPOLLOUT = 0x004;
+const EPOLLERR = 0x008;
+const EPOLLHUP = 0x010;
+const EPOLLRDHUP = 0x2000;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
+const SHUT_WR = 1;
+const SOL_SOCKET = 1;
+const SO_KEEPALIVE = 9;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const TCP_KEEPIDLE = 4;
+const EAGAIN = 11;
+const EINTR = 4;
+
+/** `struct epoll_event` is packed on x86-64 (12 bytes); 16 bytes elsewhere. */
+const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
+const EVENT_DATA = Deno.build.arch === "x86_64" ? 4 : 8;
+/**
+ * Most events served per poll, that is per event-loop turn. A new session needs a dozen turns
+ * (accept, request, dial, 101) that wait behind each poll: with 2,000 busy sessions, new ones
+ * waited 1.4 s at 1,024 events per poll, 250 ms at 128 and 115 ms at 32, for 5–8 % less echo
+ * throughput at 32 than at 1,024 (docs/decisions.md, "Sessions on our own epoll loop").
+ */
+const MAX_EVENTS = 64;
+/** Largest read from a socket: one target read, as the node:net path and upstream. */
+const READ_SIZE = 64 * 1024;
+/** `write()` returns false once this much is queued (node's default high-water mark). */
+const HIGH_WATER = 16 * 1024;
+/** Queued small chunks are joined into one send up to this size. */
+const JOIN_LIMIT = 64 * 1024;
+
+/** A socket error with node's `code`, `errno` and `syscall`, as net.Socket emits them. */
+export class SocketError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(errno: number, syscall: string) {
+    const code = errnoName(errno);
+    super(`${syscall} ${code}`);
+    this.name = "Error";
+    this.code = code;
+    this.errno = -errno;
+    this.syscall = syscall;
+  }
+}
+
+interface Queued {
+  bytes: Uint8Array;
+  callback: ((error?: Error | null) => void) | undefined;
+}
+
+/** Addresses of a socket, copied from the `net.Socket` it replaces. */
+export interface FdSocketAddresses {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly remoteFamily?: string | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+}
+
+/** A connected TCP socket served by an {@link EpollLoop}: the `net.Socket` subset sessions use. */
+export class FdSocket extends EventEmitter {
+  readonly fd: number;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly remoteFamily: string | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+  bytesRead = 0;
+  bytesWritten = 0;
+  destroyed = false;
+  readable = true;
+  writable = true;
+  writableEnded = false;
+  writableLength = 0;
+  readonly #loop: EpollLoop;
+  readonly #queue: Queued[] = [];
+  #paused = true;
+  #pausedByCall = false;
+  #corked = 0;
+  #interest = 0;
+  #registered = false;
+  #finished = false;
+  #readEnded = false;
+
+  constructor(loop: EpollLoop, fd: number, addresses: FdSocketAddresses = {}) {
+    super();
+    this.#loop = loop;
+    this.fd = fd;
+    this.remoteAddress = addresses.remoteAddress;
+    this.remotePort = addresses.remotePort;
+    this.remoteFamily = addresses.remoteFamily;
+    this.localAddress = addresses.localAddress;
+    this.localPort = addresses.localPort;
+    // As a stream: the first `data` listener starts reading, unless pause() came first.
+    this.on("newListener", (event: string) => {
+      if (event === "data" && !this.#pausedByCall) this.resume();
+    });
+    this.#update();
+  }
+
+  /** Whether reading is paused: until resume() or a `data` listener, as net.Socket. */
+  isPaused(): boolean {
+    return this.#paused;
+  }
+
+  pause(): this {
+    this.#pausedByCall = true;
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#update();
+    }
+    return this;
+  }
+
+  resume(): this {
+    this.#pausedByCall = false;
+    if (this.#paused) {
+      this.#paused = false;
+      this.#update();
+    }
+    return this;
+  }
+
+  setNoDelay(noDelay = true): this {
+    this.#loop.setOption(this.fd, IPPROTO_TCP, TCP_NODELAY, noDelay ? 1 : 0);
+    return this;
+  }
+
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    this.#loop.setOption(this.fd, SOL_SOCKET, SO_KEEPALIVE, enable ? 1 : 0);
+    if (enable && initialDelay >= 1000) {
+      this.#loop.setOption(this.fd, IPPROTO_TCP, TCP_KEEPIDLE, Math.floor(initialDelay / 1000));
+    }
+    return this;
+  }
+
+  cork(): void {
+    this.#corked++;
+  }
+
+  uncork(): void {
+    if (this.#corked > 0 && --this.#corked === 0) this.#flush();
+  }
+
+  /**
+   * Sends `data`, now if the kernel takes it, else queued until the socket is writable. Returns
+   * false once the queue has reached the high-water mark: wait for `drain`.
+   */
+  write(
+    data: Uint8Array | string,
+    encoding?: string | ((error?: Error | null) => void),
+    callback?: (error?: Error | null) => void,
+  ): boolean {
+    const done = typeof encoding === "function" ? encoding : callback;
+    const bytes = typeof data === "string" ? Buffer.from(data) : data;
+    if (this.destroyed || this.writableEnded) {
+      const error = new SocketError(constants.errno.EPIPE, "write");
+      if (done) process.nextTick(done, error);
+      return false;
+    }
+    if (this.#queue.length === 0 && this.#corked === 0) {
+      const sent = bytes.length === 0 ? 0 : this.#loop.send(this.fd, bytes);
+      if (sent === bytes.length) {
+        this.bytesWritten += sent;
+        if (done) process.nextTick(done, null);
+        return true;
+      }
+      if (sent < 0) {
+        this.destroy(new SocketError(-sent, "write"));
+        if (done) process.nextTick(done, new SocketError(-sent, "write"));
+        return false;
+      }
+      this.bytesWritten += sent;
+      this.#queue.push({ bytes: bytes.subarray(sent), callback: done });
+      this.writableLength += bytes.length - sent;
+      this.#update();
+    } else {
+      this.#queue.push({ bytes, callback: done });
+      this.writableLength += bytes.length;
+    }
+    return this.writableLength < HIGH_WATER;
+  }
+
+  /** Ends the writing side once the queue is flushed (a FIN); `callback` when done. */
+  end(callback?: () => void): this {
+    if (callback) this.once("finish", callback);
+    if (this.writableEnded) return this;
+    this.writableEnded = true;
+    if (this.#queue.length === 0 && this.#corked === 0) this.#finish();
+    return this;
+  }
+
+  /** Closes the descriptor now; queued data is dropped. Emits `error` (if given) and `close`. */
+  destroy(error?: Error): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.readable = false;
+    this.writable = false;
+    if (this.#registered) this.#loop.unregister(this);
+    this.#registered = false;
+    this.#loop.close(this.fd);
+    const queued = this.#queue.splice(0);
+    this.writableLength = 0;
+    process.nextTick(() => {
+      for (const entry of queued) entry.callback?.(error ?? new Error("socket destroyed"));
+      if (error) this.emit("error", error);
+      this.emit("close", error !== undefined);
+    });
+    return this;
+  }
+
+  /** Closes after the peer's FIN and our own: both directions done, as net.Socket does. */
+  #closeIfDone(): void {
+    if (this.#readEnded && this.#finished) this.destroy();
+  }
+
+  #finish(): void {
+    if (this.#finished || this.destroyed) return;
+    this.#finished = true;
+    this.writable = false;
+    this.#loop.shutdownWrite(this.fd);
+    this.#update();
+    process.nextTick(() => {
+      this.emit("finish");
+      this.#closeIfDone();
+    });
+  }
+
+  /** The interest set follows the state: reading unless paused or ended, writing while queued. */
+  #update(): void {
+    if (this.destroyed) return;
+    const wanted = (this.#paused || this.#readEnded ? 0 : EPOLLIN | EPOLLRDHUP) |
+      (this.#queue.length > 0 && this.#corked === 0 ? EPOLLOUT : 0);
+    if (wanted === this.#interest && this.#registered) return;
+    this.#interest = wanted;
+    // A socket without interest leaves the set: epoll reports hang-ups and errors regardless of
+    // the interest, and a paused socket must not spin the loop.
+    if (wanted === 0) {
+      if (this.#registered) this.#loop.unregister(this);
+      this.#registered = false;
+    } else {
+      this.#loop.register(this, wanted, this.#registered);
+      this.#registered = true;
+    }
+  }
+
+  /** Sends what is queued, joining small chunks; called when writable or on uncork. */
+  #flush(): void {
+    const queue = this.#queue;
+    while (queue.length > 0 && !this.destroyed) {
+      let bytes = queue[0]!.bytes;
+      let count = 1;
+      if (queue.length > 1 && bytes.length < JOIN_LIMIT) {
+        let total = bytes.length;
+        while (count < queue.length && total + queue[count]!.bytes.length <= JOIN_LIMIT) {
+          total += queue[count++]!.bytes.length;
+        }
+        if (count > 1) {
+          const joined = Buffer.allocUnsafe(total);
+          let offset = 0;
+          for (let index = 0; index < count; index++) {
+            joined.set(queue[index]!.bytes, offset);
+            offset += queue[index]!.bytes.length;
+          }
+          bytes = joined;
+        }
+      }
+      const sent = this.#loop.send(this.fd, bytes);
+      if (sent < 0) {
+        this.destroy(new SocketError(-sent, "write"));
+        return;
+      }
+      this.bytesWritten += sent;
+      this.writableLength -= sent;
+      if (sent < bytes.length) {
+        // Partly sent: drop the whole entries that went out, keep the rest of the first.
+        let left = sent;
+        while (left > 0 && left >= queue[0]!.bytes.length) {
+          left -= queue[0]!.bytes.length;
+          const entry = queue.shift()!;
+          if (entry.callback) process.nextTick(entry.callback, null);
+        }
+        if (left > 0) queue[0]!.bytes = queue[0]!.bytes.subarray(left);
+        break;
+      }
+      for (let index = 0; index < count; index++) {
+        const entry = queue.shift()!;
+        if (entry.callback) process.nextTick(entry.callback, null);
+      }
+    }
+    this.#update();
+    if (queue.length === 0 && !this.destroyed) {
+      // Unlike net.Socket, every emptied queue drains, whether or not write() returned false:
+      // waiters that saw writableLength > 0 (whenDrained) are woken either way.
+      process.nextTick(() => this.emit("drain"));
+      if (this.writableEnded) this.#finish();
+    }
+  }
+
+  /** Called by the loop with the events epoll reported for this socket. */
+  ready(events: number, scratch: Uint8Array): void {
+    if (this.destroyed) return;
+    if ((events & EPOLLOUT) !== 0 || ((events & EPOLLERR) !== 0 && this.#queue.length > 0)) {
+      this.#flush();
+      if (this.destroyed) return;
+    }
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) === 0 || this.#paused) return;
+    const got = this.#loop.read(this.fd, scratch);
+    if (got > 0) {
+      this.bytesRead += got;
+      const chunk = Buffer.allocUnsafe(got);
+      chunk.set(scratch.subarray(0, got));
+      this.emit("data", chunk);
+    } else if (got === 0) {
+      this.#readEnded = true;
+      this.readable = false;
+      this.#update();
+      this.emit("end");
+      // net.Socket without allowHalfOpen ends its side when the peer has ended.
+      this.end();
+      this.#closeIfDone();
+    } else if (-got !== EAGAIN && -got !== EINTR) {
+      this.destroy(new SocketError(-got, "read"));
+    }
+  }
+}
+
+/** One epoll set and the loop that serves it; see the module comment. */
+export class EpollLoop {
+  readonly #ffi: Epoll;
+  readonly #epfd: number;
+  readonly #wakeFd: number;
+  readonly #sockets: (FdSocket | undefined)[] = [];
+  readonly #events = new Uint8Array(EVENT_SIZE * MAX_EVENTS);
+  readonly #waitEvents = new Uint8Array(EVENT_SIZE * MAX_EVENTS);
+  readonly #eventsView = new DataView(this.#events.buffer);
+  readonly #waitView = new DataView(this.#waitEvents.buffer);
+  readonly #ctl = new Uint8Array(EVENT_SIZE);
+  readonly #ctlView = new DataView(this.#ctl.buffer);
+  readonly #scratch = new Uint8Array(READ_SIZE);
+  readonly #option = new Uint8Array(4);
+  readonly #wakeCount = new Uint8Array(8);
+  readonly #errno: Deno.UnsafePointerView;
+  #count = 0;
+  /** 0: stopped, 1: a poll is scheduled, 2: waiting in a thread. */
+  #state = 0;
+
+  constructor(ffi: Epoll) {
+    this.#ffi = ffi;
+    this.#errno = new Deno.UnsafePointerView(ffi.__errno_location()!);
+    this.#epfd = ffi.epoll_create1(EPOLL_CLOEXEC);
+    if (this.#epfd < 0) throw new SocketError(this.#errno.getInt32(), "epoll_create1");
+    this.#wakeFd = ffi.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.#wakeFd < 0) throw new SocketError(this.#errno.getInt32(), "eventfd");
+    this.#ctlView.setUint32(0, EPOLLIN, true);
+    this.#ctlView.setInt32(EVENT_DATA, this.#wakeFd, true);
+    ffi.epoll_ctl(this.#epfd, EPOLL_CTL_ADD, this.#wakeFd, this.#ctl);
+  }
+
+  /** Sockets registered (reading or with a queue). */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** A socket for the connected, non-blocking descriptor `fd`, which it now owns. */
+  adopt(fd: number, addresses?: FdSocketAddresses): FdSocket {
+    return new FdSocket(this, fd, addresses);
+  }
+
+  register(socket: FdSocket, events: number, modify: boolean): void {
+    this.#ctlView.setUint32(0, events, true);
+    this.#ctlView.setInt32(EVENT_DATA, socket.fd, true);
+    this.#ffi.epoll_ctl(this.#epfd, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, socket.fd, this.#ctl);
+    if (!modify) {
+      this.#sockets[socket.fd] = socket;
+      this.#count++;
+      if (this.#state === 0) this.#schedule();
+    }
+  }
+
+  unregister(socket: FdSocket): void {
+    this.#ffi.epoll_ctl(this.#epfd, EPOLL_CTL_DEL, socket.fd, this.#ctl);
+    if (this.#sockets[socket.fd] === socket) this.#sockets[socket.fd] = undefined;
+    this.#count--;
+    if (this.#count === 0 && this.#state === 2) this.#wake();
+  }
+
+  /** Bytes sent, or minus the errno; 0 when the kernel's buffer is full. */
+  send(fd: number, bytes: Uint8Array): number {
+    const sent = this.#ffi.send(fd, bytes, BigInt(bytes.length), MSG_NOSIGNAL);
+    if (sent >= 0) return sent;
+    const errno = this.#errno.getInt32();
+    return errno === EAGAIN || errno === EINTR ? 0 : -errno;
+  }
+
+  /** Bytes read (0 at end of stream), or minus the errno. */
+  read(fd: number, into: Uint8Array): number {
+    const got = this.#ffi.read(fd, into, BigInt(into.length));
+    return got >= 0 ? got : -this.#errno.getInt32();
+  }
+
+  shutdownWrite(fd: number): void {
+    this.#ffi.shutdown(fd, SHUT_WR);
+  }
+
+  close(fd: number): void {
+    this.#ffi.close(fd);
+  }
+
+  setOption(fd: number, level: number, name: number, value: number): void {
+    new DataView(this.#option.buffer).setInt32(0, value, true);
+    this.#ffi.setsockopt(fd, level, name, this.#option, 4);
+  }
+
+  #schedule(): void {
+    this.#state = 1;
+    setImmediate(this.#poll);
+  }
+
+  #wake(): void {
+    const one = new Uint8Array(8);
+    one[0] = 1;
+    this.#ffi.write(this.#wakeFd, one, 8n);
+  }
+
+  readonly #poll = (): void => {
+    this.#state = 0;
+    if (this.#count === 0) return;
+    const count = this.#ffi.epoll_wait(this.#epfd, this.#events, MAX_EVENTS, 0);
+    if (count > 0) {
+      this.#dispatch(this.#eventsView, count);
+      if (this.#count > 0) this.#schedule();
+      return;
+    }
+    this.#state = 2;
+    this.#ffi.epoll_wait_blocking(this.#epfd, this.#waitEvents, MAX_EVENTS, -1).then(
+      (ready) => {
+        this.#state = 0;
+        if (ready > 0) this.#dispatch(this.#waitView, ready);
+        if (this.#count > 0) this.#schedule();
+      },
+    );
+  };
+
+  #dispatch(view: DataView, count: number): void {
+    const sockets = this.#sockets;
+    for (let index = 0; index < count; index++) {
+      const base = index * EVENT_SIZE;
+      const events = view.getUint32(base, true);
+      const fd = view.getInt32(base + EVENT_DATA, true);
+      if (fd === this.#wakeFd) {
+        this.#ffi.read(this.#wakeFd, this.#wakeCount, 8n);
+        continue;
+      }
+      sockets[fd]?.ready(events, this.#scratch);
+    }
+  }
+}
+
+let loaded: EpollLoop | null | undefined;
+
+/**
+ * The process's epoll loop, or `undefined` where it cannot be used: not Linux, no FFI permission,
+ * or no `libc.so.6` (musl). Decided once per process.
+ */
+export function openEpoll(): EpollLoop | undefined {
+  if (loaded !== undefined) return loaded ?? undefined;
+  loaded = null;
+  if (Deno.build.os !== "linux") return undefined;
+  if (Deno.permissions.querySync?.({ name: "ffi" }).state !== "granted") return undefined;
+  try {
+    loaded = new EpollLoop(Deno.dlopen("libc.so.6", SYMBOLS).symbols);
+  } catch {
+    return undefined;
+  }
+  return loaded;
+}
+
+/** The raw descriptor behind a `node:net` socket (a duplicate), or undefined. */
+export function duplicateDescriptor(socket: object): number | undefined {
+  const handle = (socket as { _handle?: unknown })._handle as
+    | { fdForIpc?: () => number }
+    | null
+    | undefined;
+  if (typeof handle?.fdForIpc !== "function") return undefined;
+  try {
+    const fd = handle.fdForIpc();
+    return typeof fd === "number" && fd >= 0 ? fd : undefined;
+  } catch {
+    return undefined;
+  }
+}

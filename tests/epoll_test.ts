@@ -1,0 +1,260 @@
+// The epoll loop (src/ops/epoll.ts): FdSocket carries data both ways with backpressure, pauses,
+// ends and fails as net.Socket does, leaves no descriptor behind, and lets the process exit.
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import net from "node:net";
+import { type FdSocket, openEpoll } from "../src/ops/epoll.ts";
+import { openLibcDialer } from "../src/targets/libc_dial.ts";
+import { within } from "./_helpers.ts";
+
+function loop() {
+  const opened = openEpoll();
+  assert.ok(opened, "the tests run with -A on Linux, so the epoll loop must be available");
+  return opened;
+}
+
+/** A server whose connections `handle` gets; returns it with its port. */
+async function serve(
+  handle: (socket: net.Socket) => void,
+): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer((socket) => {
+    socket.on("error", () => {});
+    handle(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+async function dial(port: number): Promise<FdSocket> {
+  const dialer = openLibcDialer();
+  assert.ok(dialer);
+  const fd = await dialer.dialDescriptor("127.0.0.1", port, 5000);
+  return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port });
+}
+
+function closed(socket: { once(event: string, listener: () => void): unknown }): Promise<void> {
+  return new Promise((resolve) => socket.once("close", () => resolve()));
+}
+
+/** This process's sockets, each as "fd socket:[inode]". */
+function sockets(): Set<string> {
+  const found = new Set<string>();
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const link = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      if (link.startsWith("socket:")) found.add(`${entry.name} ${link}`);
+    } catch {
+      // closed while listed
+    }
+  }
+  return found;
+}
+
+Deno.test("FdSocket echoes 16 MiB through a slow reader: write() reports backpressure, nothing is lost", async () => {
+  // The server echoes, pausing its reads now and then so the client's queue must build up.
+  const { server, port } = await serve((socket) => {
+    socket.on("data", (data) => {
+      if (!socket.write(data)) {
+        socket.pause();
+        socket.once("drain", () => socket.resume());
+      }
+    });
+    socket.on("end", () => socket.end());
+  });
+  try {
+    const socket = await dial(port);
+    const sent = createHash("sha256");
+    const received = createHash("sha256");
+    let receivedBytes = 0;
+    const total = 16 * 1024 * 1024;
+    const done = new Promise<void>((resolve, reject) => {
+      socket.on("data", (chunk: Buffer) => {
+        received.update(chunk);
+        receivedBytes += chunk.length;
+        if (receivedBytes === total) resolve();
+      });
+      socket.on("error", reject);
+    });
+    socket.resume();
+    let full = 0;
+    let offset = 0;
+    while (offset < total) {
+      const block = Buffer.alloc(64 * 1024, offset / 1024 % 251);
+      sent.update(block);
+      offset += block.length;
+      if (!socket.write(block)) {
+        full++;
+        await within(new Promise((resolve) => socket.once("drain", resolve)), 10000, "drain");
+      }
+    }
+    await within(done, 20000, "the echo of 16 MiB");
+    assert.equal(received.digest("hex"), sent.digest("hex"));
+    assert.ok(full > 0, "write() never returned false");
+    assert.equal(socket.bytesWritten, total);
+    assert.equal(socket.bytesRead, total);
+    const gone = closed(socket);
+    socket.end();
+    await within(gone, 5000, "close after both ends");
+    assert.equal(socket.destroyed, true);
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("FdSocket reads nothing while paused and everything once resumed", async () => {
+  let peer: net.Socket | undefined;
+  const connected = Promise.withResolvers<void>();
+  const { server, port } = await serve((socket) => {
+    peer = socket;
+    connected.resolve();
+  });
+  try {
+    const socket = await dial(port);
+    await within(connected.promise, 5000, "accept");
+    assert.equal(socket.isPaused(), true, "a new FdSocket starts paused");
+    socket.pause();
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    assert.equal(socket.isPaused(), true, "a data listener after pause() must not resume");
+    peer!.write("while paused");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(chunks.length, 0);
+    socket.resume();
+    await within(
+      (async () => {
+        while (Buffer.concat(chunks).toString() !== "while paused") {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      })(),
+      5000,
+      "the data after resume()",
+    );
+    const gone = closed(socket);
+    socket.destroy();
+    await within(gone, 5000, "close");
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("FdSocket reads once it has a data listener, ends when the peer ends, and sends its FIN", async () => {
+  const peerEnded = Promise.withResolvers<void>();
+  const { server, port } = await serve((socket) => {
+    socket.on("end", () => peerEnded.resolve());
+    socket.end("bye");
+  });
+  try {
+    const socket = await dial(port);
+    const events: string[] = [];
+    socket.on("data", (chunk: Buffer) => events.push(`data:${chunk}`));
+    socket.on("end", () => events.push("end"));
+    socket.on("finish", () => events.push("finish"));
+    const gone = closed(socket);
+    // No resume(): as with net.Socket, the data listener started the reading.
+    await within(gone, 5000, "close after the peer's FIN");
+    await within(peerEnded.promise, 5000, "our FIN at the peer");
+    assert.deepEqual(events, ["data:bye", "end", "finish"]);
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("FdSocket reports a reset as an ECONNRESET error, then closes", async () => {
+  const { server, port } = await serve((socket) => {
+    socket.once("data", () => socket.resetAndDestroy());
+  });
+  try {
+    const socket = await dial(port);
+    const failure = new Promise<Error>((resolve) => socket.once("error", resolve));
+    const gone = new Promise<boolean>((resolve) => socket.once("close", resolve));
+    socket.resume();
+    socket.write("reset me");
+    const error = await within(failure, 5000, "the reset") as Error & { code?: string };
+    assert.equal(error.code, "ECONNRESET");
+    assert.equal(await within(gone, 5000, "close"), true, "close(hadError)");
+    assert.equal(socket.write("late"), false, "write after close");
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("FdSocket leaves no descriptor behind over 200 sockets, and the loop stops when idle", async () => {
+  const { server, port } = await serve((socket) => socket.on("data", (data) => socket.write(data)));
+  try {
+    const before = sockets();
+    for (let round = 0; round < 20; round++) {
+      const batch = await Promise.all(Array.from({ length: 10 }, () => dial(port)));
+      await within(
+        Promise.all(batch.map((socket) =>
+          new Promise<void>((resolve) => {
+            socket.once("data", () => {
+              socket.destroy();
+              resolve();
+            });
+            socket.resume();
+            socket.write("x");
+          })
+        )),
+        10000,
+        "a round of echoes",
+      );
+    }
+    const deadline = Date.now() + 5000;
+    const ours = () => [...sockets()].filter((socket) => !before.has(socket));
+    while (ours().length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual(ours(), []);
+    assert.equal(loop().size, 0);
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("a process whose epoll sockets have all closed exits on its own", async () => {
+  // The loop waits in a thread while sockets are open; with none left it must not hold the process.
+  const script = `
+    import net from "node:net";
+    import { openEpoll } from ${
+    JSON.stringify(new URL("../src/ops/epoll.ts", import.meta.url).href)
+  };
+    import { openLibcDialer } from ${
+    JSON.stringify(new URL("../src/targets/libc_dial.ts", import.meta.url).href)
+  };
+    const server = net.createServer((s) => s.on("data", (d) => s.write(d)));
+    server.listen(0, "127.0.0.1", async () => {
+      const fd = await openLibcDialer().dialDescriptor("127.0.0.1", server.address().port, 5000);
+      const socket = openEpoll().adopt(fd);
+      socket.on("data", (d) => {
+        console.log("got " + d);
+        // Closed from a timer, while the loop waits in its thread for the next event.
+        setTimeout(() => socket.destroy(), 300);
+      });
+      socket.on("close", () => { server.close(); console.log("closed"); });
+      socket.resume();
+      // Idle for a moment first: the loop is then waiting in its thread.
+      setTimeout(() => socket.write("ping"), 300);
+    });
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let exited = false;
+  const output = await within(
+    child.output().then((result) => {
+      exited = true;
+      return result;
+    }),
+    10000,
+    "the child's exit",
+  ).catch((error) => {
+    if (!exited) child.kill("SIGKILL");
+    throw error;
+  });
+  assert.equal(new TextDecoder().decode(output.stdout), "got ping\nclosed\n");
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+});
