@@ -103,6 +103,34 @@ Deno.test("FdSocket echoes 16 MiB through a slow reader: write() reports backpre
   }
 });
 
+Deno.test("FdSocket sends corked pieces, small and large, in order in one flush", async () => {
+  const received: Buffer[] = [];
+  const ended = Promise.withResolvers<void>();
+  const { server, port } = await serve((socket) => {
+    socket.on("data", (data: Buffer) => received.push(data));
+    socket.on("end", () => ended.resolve());
+  });
+  try {
+    const socket = await dial(port);
+    const pieces = [3, 40000, 7, 70000, 1, 20000].map((size, index) =>
+      Buffer.alloc(size, index + 1)
+    );
+    const written: number[] = [];
+    socket.cork();
+    pieces.forEach((piece, index) => socket.write(piece, () => written.push(index)));
+    assert.equal(socket.writableLength, 130011, "corked pieces wait in the queue");
+    socket.uncork();
+    socket.end();
+    await within(ended.promise, 5000, "the peer's end");
+    assert.deepEqual(Buffer.concat(received), Buffer.concat(pieces));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(written, [0, 1, 2, 3, 4, 5], "every write's callback, in order");
+    socket.destroy();
+  } finally {
+    server.close();
+  }
+});
+
 Deno.test("FdSocket reads nothing while paused and everything once resumed", async () => {
   let peer: net.Socket | undefined;
   const connected = Promise.withResolvers<void>();
