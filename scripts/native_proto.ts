@@ -10,6 +10,8 @@
  *   from the client, 64 KiB from the target), target on `Deno.connect`;
  * - `NET_TARGET=1`: the same client side, target on `node:net`;
  * - `NET_ALL=1`: `node:net` on both sides, the same minimal logic.
+ * - `EPOLL=1`: `node:net` accepts and reads the request, then both sockets move to the epoll loop
+ *   of src/ops/epoll.ts (docs/decisions.md, "Sessions on our own epoll loop").
  *
  * Drive it with `scripts/loadgen.c` (echo, setup, idle, newcomer) against the bench's target.
  *
