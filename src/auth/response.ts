@@ -27,7 +27,7 @@ const LINGER_MS = 2000;
  * checked, so a plugin cannot split the response. Safe to call on a destroyed socket.
  */
 export function writeAuthError(
-  target: http.ServerResponse | Duplex,
+  target: http.ServerResponse | Duplex | AnswerSocket,
   error: AuthError,
   peer: string,
 ): void {
@@ -78,7 +78,18 @@ function writeToResponse(
   response.end(body);
 }
 
-function writeToSocket(socket: Duplex, response: string): void {
+/** What an answer on a raw connection needs: a `node:net` socket or an epoll-loop `FdSocket`. */
+interface AnswerSocket {
+  readonly destroyed: boolean;
+  readonly writable: boolean;
+  destroy(): unknown;
+  resume(): unknown;
+  once(event: "close", listener: () => void): unknown;
+  on(event: "error", listener: () => void): unknown;
+  end(data: string): unknown;
+}
+
+function writeToSocket(socket: Duplex | AnswerSocket, response: string): void {
   if (socket.destroyed || !socket.writable) {
     socket.destroy();
     return;

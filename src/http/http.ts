@@ -16,10 +16,14 @@ import { writeAuthError } from "../auth/response.ts";
 import { checkUpgrade, switchingProtocolsResponse } from "../websocket/handshake.ts";
 import { errorPage, errorResponse } from "./http_response.ts";
 import { connectionInfo, moveToEpoll } from "../listen/listener.ts";
+import { FdSocket } from "../ops/epoll.ts";
 import { clientIdentityOf } from "../listen/tls.ts";
 import type { Log } from "../ops/log.ts";
 import type { RequestInfo } from "../types.ts";
 import { clientAddress, logPeer } from "../listen/client_address.ts";
+import { parseUpgradeHead } from "./upgrade_head.ts";
+
+export { parseUpgradeHead };
 
 /** What the server does with routed requests. */
 export interface HttpHandlers {
@@ -52,7 +56,7 @@ interface UpgradeRequest {
   readonly headers:
     | Readonly<Record<string, string | string[] | undefined>>
     | ReadonlyMap<string, string>;
-  readonly socket: Socket;
+  readonly socket: Socket | FdSocket;
 }
 
 const handlersOf = new WeakMap<http.Server, HttpHandlers>();
@@ -102,8 +106,22 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
  * which costs a parser, an `IncomingMessage` and its listeners per connection; everything else
  * (plain HTTP, partial heads, anything unusual) goes to node:http with its bytes untouched.
  */
-export function serveConnection(server: http.Server, socket: Socket): void {
+export function serveConnection(server: http.Server, socket: Socket | FdSocket): void {
   const handlers = handlersOf.get(server);
+  if (socket instanceof FdSocket) {
+    // The listener hands over only connections whose first data is a complete simple upgrade.
+    const first = socket.read();
+    const parsed = first === null ? undefined : parseUpgradeHead(first);
+    if (first === null || parsed === undefined || handlers === undefined) {
+      handlers?.log.error("Upgrade failed: a connection on the epoll loop without its request");
+      socket.destroy();
+      return;
+    }
+    upgrade(handlers, { ...parsed, socket }, socket, first.subarray(parsed.length));
+    // Reading on (kept until the session reads it) shows a client that leaves meanwhile.
+    socket.resume();
+    return;
+  }
   if (handlers !== undefined && !(socket instanceof tls.TLSSocket)) {
     const first: Buffer | null = socket.read();
     if (first !== null) {
@@ -121,7 +139,12 @@ export function serveConnection(server: http.Server, socket: Socket): void {
   socket.resume();
 }
 
-function upgrade(handlers: HttpHandlers, req: UpgradeRequest, socket: Socket, head: Buffer): void {
+function upgrade(
+  handlers: HttpHandlers,
+  req: UpgradeRequest,
+  socket: Socket | FdSocket,
+  head: Buffer,
+): void {
   handleUpgrade(handlers, req, socket, head).catch((error) => {
     handlers.log.error(`Upgrade failed: ${errorMessage(error)}`);
     handlers.onRefused?.("internal");
@@ -129,67 +152,10 @@ function upgrade(handlers: HttpHandlers, req: UpgradeRequest, socket: Socket, he
   });
 }
 
-/**
- * One header line: a token name, `:`, optional spaces and tabs, a value of visible ASCII, spaces and
- * tabs (anything else, controls or bytes above 0x7e, goes to node:http), CRLF. Sticky: the lines
- * must follow each other with nothing between them.
- */
-const HEADER_LINE = /([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e]*?)[ \t]*\r\n/y;
-const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1\r\n/;
-const MAX_HEAD = 16 * 1024;
-
-/**
- * Parses `chunk` as a complete `GET <origin-form> HTTP/1.1` head carrying `Connection: upgrade`,
- * `Upgrade` and `Host`, with only plain ASCII, no folded lines, no repeated header names and no
- * body headers. Returns `undefined` for anything else, which node:http then handles as before.
- */
-export function parseUpgradeHead(chunk: Buffer): {
-  method: string;
-  url: string;
-  rawHeaders: string[];
-  headers: Map<string, string>;
-  length: number;
-} | undefined {
-  // Decoded first: Buffer#indexOf with a string costs about 8 µs here, the decoding 0.3 µs. A
-  // head that does not end within MAX_HEAD bytes (partial or too large) goes to node:http.
-  const decoded = chunk.toString("latin1", 0, Math.min(chunk.length, MAX_HEAD));
-  const end = decoded.indexOf("\r\n\r\n");
-  if (end < 0) return undefined;
-  // The head with its last line's CRLF.
-  const text = decoded.slice(0, end + 2);
-  const requestLine = REQUEST_LINE.exec(text);
-  if (requestLine === null) return undefined;
-  const url = requestLine[1] as string;
-  const rawHeaders: string[] = [];
-  // A Map: a null-prototype object cost twice as much to fill here.
-  const headers = new Map<string, string>();
-  HEADER_LINE.lastIndex = requestLine[0].length;
-  while (HEADER_LINE.lastIndex < text.length) {
-    const line = HEADER_LINE.exec(text);
-    if (line === null) return undefined;
-    const name = line[1] as string;
-    const value = line[2] as string;
-    const key = name.toLowerCase();
-    if (headers.has(key)) return undefined;
-    headers.set(key, value);
-    rawHeaders.push(name, value);
-  }
-  if (
-    !headers.has("host") || !headers.has("upgrade") ||
-    headers.has("content-length") || headers.has("transfer-encoding") ||
-    !(headers.get("connection") ?? "").split(",").some((token) =>
-      token.trim().toLowerCase() === "upgrade"
-    )
-  ) {
-    return undefined;
-  }
-  return { method: "GET", url, rawHeaders, headers, length: end + 4 };
-}
-
 async function handleUpgrade(
   handlers: HttpHandlers,
   req: UpgradeRequest,
-  socket: Socket,
+  socket: Socket | FdSocket,
   head: Buffer,
 ): Promise<void> {
   connectionInfo(socket)?.headersDone();
@@ -244,7 +210,7 @@ async function handleUpgrade(
   handlers.onWebSocket(channel, request, admitted);
 }
 
-function reject(socket: Socket, log: Log, error: unknown): void {
+function reject(socket: Socket | FdSocket, log: Log, error: unknown): void {
   const { status, reason, headers, logText } = httpErrorOf(error);
   log.info(logText);
   if (!socket.destroyed) socket.end(errorResponse(status, reason, headers));

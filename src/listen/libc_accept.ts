@@ -12,6 +12,9 @@
  * kernel gives each connection to one of them. With no connection open nothing is swept (an idle
  * proxy is not saturated, and `node:net` accepts the first client).
  *
+ * Used only where `node:net` still accepts: with `--proxy-protocol`; otherwise the epoll loop
+ * accepts (src/ops/epoll.ts `FdListener`) and nothing waits behind the runtime's queue.
+ *
  * @module
  */
 

@@ -1,6 +1,8 @@
 /**
- * Accepts connections with `node:net`, sniffs the first byte (0x16 or 0x80 starts a TLS
- * handshake) and hands plain or TLS-wrapped sockets on. A header timer closes clients that do not
+ * Accepts connections (on the epoll loop for TCP where it can be used, else with `node:net`),
+ * sniffs the first byte (0x16 or 0x80 starts a TLS handshake) and hands plain or TLS-wrapped
+ * sockets on. On the loop, a plain connection whose first data is a complete simple upgrade stays
+ * an `FdSocket`; everything else goes to `node:net` with that data given back. A header timer closes clients that do not
  * finish their request in time (slowloris), including ones that stall in the TLS handshake.
  *
  * @module
@@ -12,7 +14,15 @@ import tls from "node:tls";
 import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 import type { Log } from "../ops/log.ts";
-import { duplicateDescriptor, openEpoll } from "../ops/epoll.ts";
+import {
+  duplicateDescriptor,
+  type EpollLoop,
+  type FdListener,
+  FdSocket,
+  type FdSocketAddresses,
+  openEpoll,
+} from "../ops/epoll.ts";
+import { parseUpgradeHead } from "../http/upgrade_head.ts";
 import type { ByteSocket, ClientIdentity } from "../types.ts";
 import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
 import { parseProxyHeader } from "./proxy_protocol.ts";
@@ -60,8 +70,12 @@ export interface ListenerOptions {
   readonly certPath: string;
   /** Refuse plain connections. */
   readonly sslOnly: boolean;
-  /** Receives each sniffed (and, for TLS, handshaken) connection. */
-  readonly onConnection: (socket: net.Socket, info: ConnectionInfo) => void;
+  /**
+   * Receives each sniffed (and, for TLS, handshaken) connection: a `node:net` or `node:tls`
+   * socket, or, for a plain connection whose first data is a complete simple upgrade, an
+   * {@link FdSocket} on the epoll loop holding that data for `read()`.
+   */
+  readonly onConnection: (socket: net.Socket | FdSocket, info: ConnectionInfo) => void;
   /** Called whenever the number of open connections changes. */
   readonly onCountChange?: (count: number) => void;
   /** `--trusted-proxy`: handed on in each {@link ConnectionInfo}. */
@@ -88,9 +102,14 @@ export function connectionInfo(socket: object): ConnectionInfo | undefined {
  * is.
  */
 export function moveToEpoll(
-  socket: net.Socket,
+  socket: net.Socket | FdSocket,
   head: Uint8Array,
 ): { socket: ByteSocket; head: Uint8Array } {
+  if (socket instanceof FdSocket) {
+    // Accepted on the loop: only what arrived while the upgrade was admitted is to be joined.
+    const later = socket.read();
+    return { socket, head: later === null ? head : Buffer.concat([head, later]) };
+  }
   const info = infos.get(socket);
   const loop = openEpoll();
   if (!loop || !info?.movedTo || socket instanceof tls.TLSSocket || socket.destroyed) {
@@ -122,6 +141,8 @@ export class Listener {
   readonly #sockets = new Set<ByteSocket>();
   /** Takes clients from the accept queue when the runtime's own accept starves (TCP only). */
   #rescue: LibcAcceptor | undefined;
+  /** The listening socket on the epoll loop, which then accepts instead of `node:net`. */
+  #onLoop: FdListener | undefined;
   #nextId = 1;
   /** The bound address: `host:port` (`[v6]:port`) or the unix socket path. */
   address = "";
@@ -147,10 +168,17 @@ export class Listener {
     return this.#sockets.size;
   }
 
+  /** Connections accepted on the epoll loop (tests, decisions.md figures). */
+  get acceptedOnLoop(): number {
+    return this.#onLoop?.accepted ?? 0;
+  }
+
   /** Stops accepting new connections; open ones continue. */
   stopAccepting(): void {
     // Before the listener closes: its duplicate descriptor would keep the port accepting.
     this.#rescue?.close();
+    // The loop's descriptor is the port's last one: closing it closes the port.
+    this.#onLoop?.close();
     if (!this.#server.listening) return;
     // close()'s callback waits for every connection to end; nothing here needs to wait for that.
     this.#server.close();
@@ -197,12 +225,22 @@ export class Listener {
       });
       await Promise.race([once(server, "listening"), failed]);
       const address = server.address() as net.AddressInfo;
-      // TCP only: what starves is the runtime's TCP accept (src/listen/libc_accept.ts).
-      this.#rescue = LibcAcceptor.open(
-        server,
-        (socket) => this.#accept(socket),
-        (message) => this.#options.log.error(`Listener error: ${message}`),
-      );
+      const onError = (message: string) => this.#options.log.error(`Listener error: ${message}`);
+      // TCP without PROXY headers: the epoll loop accepts (the header's reader is node:net's).
+      const loop = this.#options.proxyProtocol ? undefined : openEpoll();
+      const fd = loop === undefined ? undefined : duplicateDescriptor(server);
+      if (loop !== undefined && fd !== undefined) {
+        this.#onLoop = loop.listen(
+          fd,
+          (accepted, peer) => this.#acceptOnLoop(loop, accepted, peer),
+          onError,
+        );
+        // node:net stops accepting; the port stays open on the loop's duplicate.
+        server.close();
+      } else {
+        // TCP only: what starves is the runtime's TCP accept (src/listen/libc_accept.ts).
+        this.#rescue = LibcAcceptor.open(server, (socket) => this.#accept(socket), onError);
+      }
       this.address = address.family === "IPv6"
         ? `[${address.address}]:${address.port}`
         : `${address.address}:${address.port}`;
@@ -211,7 +249,11 @@ export class Listener {
     }
   }
 
-  #accept(socket: net.Socket): void {
+  #acceptOnLoop(loop: EpollLoop, fd: number, peer: FdSocketAddresses): void {
+    this.#accept(loop.adopt(fd, peer));
+  }
+
+  #accept(socket: net.Socket | FdSocket): void {
     const id = this.#nextId++;
     this.#sockets.add(socket);
     this.#options.onCountChange?.(this.#sockets.size);
@@ -221,13 +263,21 @@ export class Listener {
       this.#options.onCountChange?.(this.#sockets.size);
       if (this.#sockets.size === 0) this.#rescue?.setActive(false);
     };
-    socket.on("close", () => closed(socket));
+    // One type for both kinds (their `on` overloads do not unite).
+    const events: ByteSocket = socket;
+    events.on("close", () => closed(socket));
+    /** The socket the connection is on now (the header timer closes that one). */
+    let current: ByteSocket = socket;
     const movedTo = (next: ByteSocket) => {
       this.#sockets.add(next);
-      this.#sockets.delete(socket);
-      next.once("close", () => closed(next));
+      this.#sockets.delete(current);
+      current = next;
+      next.once("close", () => {
+        closed(next);
+        headersDone();
+      });
     };
-    socket.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
+    events.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
     const unix = this.#options.listen.kind === "unix";
     const peer = unix
       ? this.#options.listen.path
@@ -239,7 +289,7 @@ export class Listener {
         this.#options.log.child({ peer }).debug(
           `Closing a client that sent no complete request within ${timeoutMs / 1000} s`,
         );
-        socket.destroy();
+        current.destroy();
       }, timeoutMs)
       : undefined;
     // Drops the cleared timer too: the connection's info (which holds this) lives as long as it.
@@ -247,13 +297,14 @@ export class Listener {
       clearTimeout(timer);
       timer = undefined;
     };
-    socket.once("close", headersDone);
+    events.once("close", headersDone);
     if (!unix) socket.setNoDelay(true);
     socket.setKeepAlive(true);
     const trusted = this.#options.trustedProxies;
     const base = { id, headersDone, movedTo, ...(trusted ? { trustedProxies: trusted } : {}) };
     if (this.#options.proxyProtocol) {
-      this.#readProxyHeader(socket, peer, (source) => {
+      // With PROXY headers node:net accepts (see #listen): never an FdSocket here.
+      this.#readProxyHeader(socket as net.Socket, peer, (source) => {
         const proxied = source === undefined
           ? { peer, address }
           : { peer: formatPeer(source.address, source.port), address: source.address };
@@ -296,25 +347,77 @@ export class Listener {
     socket.on("data", onData);
   }
 
-  /** Waits for the first byte: a TLS handshake, or plain HTTP. */
-  #sniff(socket: net.Socket, info: Omit<ConnectionInfo, "secure">): void {
-    socket.once("data", (first: Buffer) => {
+  /**
+   * Waits for the first byte: a TLS handshake, or plain HTTP. A connection accepted on the loop
+   * stays there only when its first data is a complete simple upgrade (the common case); TLS,
+   * plain HTTP and partial or unusual heads go on over `node:net` with that data given back.
+   */
+  #sniff(socket: net.Socket | FdSocket, info: Omit<ConnectionInfo, "secure">): void {
+    (socket as ByteSocket).once("data", (first: Buffer) => {
       socket.pause();
-      socket.unshift(first);
       const byte = first[0];
-      if (byte === 0x16 || byte === 0x80) {
-        this.#startTls(socket, { ...info, secure: true });
-      } else if (this.#options.sslOnly) {
-        this.#options.log.child({ peer: info.peer }).info(
-          "non-SSL connection received but disallowed",
-        );
-        socket.destroy();
-      } else {
-        const plain = { ...info, secure: false };
-        infos.set(socket, plain);
-        this.#options.onConnection(socket, plain);
+      const handshake = byte === 0x16 || byte === 0x80;
+      if (socket instanceof FdSocket) {
+        if (!handshake && this.#options.sslOnly) return this.#refusePlain(socket, info.peer);
+        if (handshake || parseUpgradeHead(first) === undefined) {
+          const node = this.#toNodeNet(socket, first, info);
+          if (node !== undefined) this.#sniffed(node, handshake, info);
+          return;
+        }
       }
+      socket.unshift(first);
+      this.#sniffed(socket, handshake, info);
     });
+  }
+
+  /** Goes on with a sniffed connection whose first data is unread again. */
+  #sniffed(
+    socket: net.Socket | FdSocket,
+    handshake: boolean,
+    info: Omit<ConnectionInfo, "secure">,
+  ): void {
+    if (handshake && !(socket instanceof FdSocket)) {
+      this.#startTls(socket, { ...info, secure: true });
+    } else if (this.#options.sslOnly) {
+      this.#refusePlain(socket, info.peer);
+    } else {
+      const plain = { ...info, secure: false };
+      infos.set(socket, plain);
+      this.#options.onConnection(socket, plain);
+    }
+  }
+
+  #refusePlain(socket: ByteSocket, peer: string): void {
+    this.#options.log.child({ peer }).info("non-SSL connection received but disallowed");
+    socket.destroy();
+  }
+
+  /**
+   * Hands a connection accepted on the loop to `node:net` (TLS, plain HTTP, heads node:http
+   * parses), with `first` to be read again; undefined (connection closed) if it cannot be adopted.
+   */
+  #toNodeNet(
+    socket: FdSocket,
+    first: Buffer,
+    info: Omit<ConnectionInfo, "secure">,
+  ): net.Socket | undefined {
+    const fd = socket.release();
+    let node: net.Socket;
+    try {
+      node = new net.Socket({ fd, readable: true, writable: true });
+    } catch (error) {
+      this.#options.log.error(
+        `Listener error: could not adopt a connection: ${errorMessage(error)}`,
+      );
+      openEpoll()?.close(fd);
+      socket.emit("close", false); // The listener's count and header timer see it closed.
+      return undefined;
+    }
+    node.on("error", () => {}); // As for every accepted socket: its owner reports errors.
+    node.pause();
+    node.unshift(first);
+    info.movedTo?.(node);
+    return node;
   }
 
   #startTls(socket: net.Socket, info: ConnectionInfo): void {

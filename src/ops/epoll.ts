@@ -36,6 +36,7 @@ const SYMBOLS = {
     nonblocking: true,
   },
   read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
@@ -68,6 +69,11 @@ const TCP_NODELAY = 1;
 const TCP_KEEPIDLE = 4;
 const EAGAIN = 11;
 const EINTR = 4;
+const ECONNABORTED = 103;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const AF_INET = 2;
+const AF_INET6 = 10;
 
 /** `struct epoll_event` is packed on x86-64 (12 bytes); 16 bytes elsewhere. */
 const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
@@ -95,6 +101,18 @@ const HIGH_WATER = 16 * 1024;
 const JOIN_LIMIT = 16 * 1024;
 /** Most chunks in one sendmsg. */
 const MAX_IOV = 64;
+/** Most connections accepted per listener event, so a flood cannot hold one poll. */
+const ACCEPT_BATCH = 16;
+/** Bytes a socket keeps while no one listens for `data` (before the 101); then it pauses. */
+const UNCLAIMED_LIMIT = 64 * 1024;
+/** How long (ms) a listener stops accepting after an error such as EMFILE (level-triggered). */
+const ACCEPT_PAUSE_MS = 100;
+
+/** What the loop serves: a connected socket or a listening one. */
+interface Watched {
+  readonly fd: number;
+  ready(events: number, scratch: Uint8Array): void;
+}
 
 /** A socket error with node's `code`, `errno` and `syscall`, as net.Socket emits them. */
 export class SocketError extends Error {
@@ -126,7 +144,7 @@ export interface FdSocketAddresses {
 }
 
 /** A connected TCP socket served by an {@link EpollLoop}: the `net.Socket` subset sessions use. */
-export class FdSocket extends EventEmitter {
+export class FdSocket extends EventEmitter implements Watched {
   readonly fd: number;
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
@@ -150,6 +168,8 @@ export class FdSocket extends EventEmitter {
   #finished = false;
   #readEnded = false;
   #largeReads = false;
+  /** Data read while no `data` listener was attached, or given back by unshift(). */
+  #unclaimed: Buffer[] = [];
 
   constructor(loop: EpollLoop, fd: number, addresses: FdSocketAddresses = {}) {
     super();
@@ -187,6 +207,50 @@ export class FdSocket extends EventEmitter {
       this.#paused = false;
       this.#update();
     }
+    // The `data` listener that resumed a socket is attached only after this call.
+    if (this.#unclaimed.length > 0) process.nextTick(() => this.#emitUnclaimed());
+    return this;
+  }
+
+  #emitUnclaimed(): void {
+    while (this.#unclaimed.length > 0 && !this.#paused && this.listenerCount("data") > 0) {
+      this.emit("data", this.#unclaimed.shift()!);
+    }
+  }
+
+  /**
+   * Takes what was read while no one listened for `data` (as `stream.read()`): one chunk, or
+   * null when there is none.
+   */
+  read(): Buffer | null {
+    const unclaimed = this.#unclaimed;
+    if (unclaimed.length === 0) return null;
+    const chunk = unclaimed.length === 1 ? unclaimed[0]! : Buffer.concat(unclaimed);
+    this.#unclaimed = [];
+    return chunk;
+  }
+
+  /** Puts `chunk` back in front of what is to be read (as `stream.unshift()`). */
+  unshift(chunk: Buffer): void {
+    this.#unclaimed.unshift(chunk);
+  }
+
+  /**
+   * Gives the descriptor up without closing it (the listener hands a connection to `node:net`):
+   * the socket leaves the loop and is destroyed without `close`. Only before anything was written.
+   */
+  release(): number {
+    this.destroyed = true;
+    this.readable = false;
+    this.writable = false;
+    if (this.#registered) this.#loop.unregister(this);
+    this.#registered = false;
+    return this.fd;
+  }
+
+  /** Only `setTimeout(0)` (no idle timeout, as these sockets have), for net.Socket's callers. */
+  setTimeout(timeoutMs: number): this {
+    if (timeoutMs !== 0) throw new RangeError("FdSocket has no idle timeout");
     return this;
   }
 
@@ -250,8 +314,13 @@ export class FdSocket extends EventEmitter {
     return this.writableLength < HIGH_WATER;
   }
 
-  /** Ends the writing side once the queue is flushed (a FIN); `callback` when done. */
-  end(callback?: () => void): this {
+  /**
+   * Ends the writing side once the queue is flushed (a FIN), after `data` if given; `callback`
+   * when done.
+   */
+  end(data?: Uint8Array | string | (() => void), callback?: () => void): this {
+    if (typeof data === "function") callback = data;
+    else if (data !== undefined && !this.writableEnded) this.write(data);
     if (callback) this.once("finish", callback);
     if (this.writableEnded) return this;
     this.writableEnded = true;
@@ -276,6 +345,21 @@ export class FdSocket extends EventEmitter {
       this.emit("close", error !== undefined);
     });
     return this;
+  }
+
+  /**
+   * Keeps data no one listens for yet (a client that sends before our 101 arrives, while its
+   * upgrade is admitted), as a paused stream would; pauses once {@link UNCLAIMED_LIMIT} is held.
+   */
+  #keepUnclaimed(chunk: Buffer): void {
+    this.#unclaimed.push(chunk);
+    if (this.listenerCount("data") > 0) process.nextTick(() => this.#emitUnclaimed());
+    let held = 0;
+    for (const kept of this.#unclaimed) held += kept.length;
+    if (held >= UNCLAIMED_LIMIT) {
+      this.#paused = true;
+      this.#update();
+    }
   }
 
   /** Closes after the peer's FIN and our own: both directions done, as net.Socket does. */
@@ -378,7 +462,8 @@ export class FdSocket extends EventEmitter {
         chunk = Buffer.allocUnsafe(got);
         chunk.set(scratch.subarray(0, got));
       }
-      this.emit("data", chunk);
+      if (this.#unclaimed.length === 0 && this.listenerCount("data") > 0) this.emit("data", chunk);
+      else this.#keepUnclaimed(chunk);
     } else if (got === 0) {
       this.#readEnded = true;
       this.readable = false;
@@ -393,12 +478,86 @@ export class FdSocket extends EventEmitter {
   }
 }
 
+/**
+ * A listening TCP socket served by an {@link EpollLoop}: each poll that finds it readable accepts
+ * up to {@link ACCEPT_BATCH} connections with `accept4(2)` and hands each descriptor on, so
+ * accepting waits behind no runtime queue (docs/decisions.md, "Accepting on the epoll loop").
+ */
+export class FdListener implements Watched {
+  readonly fd: number;
+  readonly #loop: EpollLoop;
+  readonly #onSocket: (fd: number, addresses: FdSocketAddresses) => void;
+  readonly #onError: (message: string) => void;
+  #registered = false;
+  #closed = false;
+  #failing = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** Connections accepted (tests, decisions.md figures). */
+  accepted = 0;
+
+  constructor(
+    loop: EpollLoop,
+    fd: number,
+    onSocket: (fd: number, addresses: FdSocketAddresses) => void,
+    onError: (message: string) => void,
+  ) {
+    this.#loop = loop;
+    this.fd = fd;
+    this.#onSocket = onSocket;
+    this.#onError = onError;
+    this.#watch();
+  }
+
+  /** Stops accepting and closes the descriptor; connections already accepted stay open. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    if (this.#registered) this.#loop.unregister(this);
+    this.#registered = false;
+    this.#loop.close(this.fd);
+  }
+
+  ready(): void {
+    for (let taken = 0; taken < ACCEPT_BATCH && !this.#closed; taken++) {
+      const fd = this.#loop.accept(this.fd);
+      if (fd >= 0) {
+        this.#failing = false;
+        this.accepted++;
+        this.#onSocket(fd, this.#loop.acceptedPeer());
+        continue;
+      }
+      const errno = -fd;
+      if (errno === EINTR || errno === ECONNABORTED) continue;
+      if (errno === EAGAIN) return;
+      if (!this.#failing) {
+        this.#onError(
+          `accept failed: ${errnoName(errno)}; new clients wait in the queue meanwhile (for ` +
+            "EMFILE or ENFILE raise the open-file limit: ulimit -n, or LimitNOFILE= in systemd)",
+        );
+      }
+      this.#failing = true;
+      // Level-triggered: the client is still queued and the next poll would report it at once.
+      this.#loop.unregister(this);
+      this.#registered = false;
+      this.#retry = setTimeout(() => this.#watch(), ACCEPT_PAUSE_MS);
+      return;
+    }
+  }
+
+  #watch(): void {
+    if (this.#closed || this.#registered) return;
+    this.#loop.register(this, EPOLLIN, false);
+    this.#registered = true;
+  }
+}
+
 /** One epoll set and the loop that serves it; see the module comment. */
 export class EpollLoop {
   readonly #ffi: Epoll;
   readonly #epfd: number;
   readonly #wakeFd: number;
-  readonly #sockets: (FdSocket | undefined)[] = [];
+  readonly #sockets: (Watched | undefined)[] = [];
   readonly #events = new Uint8Array(EVENT_SIZE * MAX_EVENTS);
   readonly #waitEvents = new Uint8Array(EVENT_SIZE * MAX_EVENTS);
   readonly #eventsView = new DataView(this.#events.buffer);
@@ -408,6 +567,11 @@ export class EpollLoop {
   readonly #scratch = new Uint8Array(READ_SIZE);
   readonly #option = new Uint8Array(4);
   readonly #wakeCount = new Uint8Array(8);
+  /** `struct sockaddr_storage` and its length, filled by accept4. */
+  readonly #peer = new Uint8Array(128);
+  readonly #peerView = new DataView(this.#peer.buffer);
+  readonly #peerLength = new Uint32Array(1);
+  readonly #peerLengthBytes = new Uint8Array(this.#peerLength.buffer);
   readonly #errno: Deno.UnsafePointerView;
   /** `struct iovec[MAX_IOV]` for sendmsg. */
   readonly #iov = new BigUint64Array(MAX_IOV * 2);
@@ -418,6 +582,9 @@ export class EpollLoop {
   #lastEvent = 0;
   /** 0: stopped, 1: a poll is scheduled, 2: waiting in a thread. */
   #state = 0;
+  /** Waits in a thread now, and the most there ever were at once (tests: never above 1). */
+  #waits = 0;
+  mostWaits = 0;
 
   constructor(ffi: Epoll) {
     this.#ffi = ffi;
@@ -442,18 +609,30 @@ export class EpollLoop {
     return new FdSocket(this, fd, addresses);
   }
 
-  register(socket: FdSocket, events: number, modify: boolean): void {
+  /**
+   * Serves the listening, non-blocking descriptor `fd` (which it now owns): `onSocket` gets each
+   * accepted connection's descriptor and peer address, `onError` a message when accepting fails.
+   */
+  listen(
+    fd: number,
+    onSocket: (fd: number, addresses: FdSocketAddresses) => void,
+    onError: (message: string) => void,
+  ): FdListener {
+    return new FdListener(this, fd, onSocket, onError);
+  }
+
+  register(socket: Watched, events: number, modify: boolean): void {
     this.#ctlView.setUint32(0, events, true);
     this.#ctlView.setInt32(EVENT_DATA, socket.fd, true);
     this.#ffi.epoll_ctl(this.#epfd, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, socket.fd, this.#ctl);
     if (!modify) {
       this.#sockets[socket.fd] = socket;
       this.#count++;
-      if (this.#state === 0) this.#schedule();
+      this.#schedule();
     }
   }
 
-  unregister(socket: FdSocket): void {
+  unregister(socket: Watched): void {
     this.#ffi.epoll_ctl(this.#epfd, EPOLL_CTL_DEL, socket.fd, this.#ctl);
     if (this.#sockets[socket.fd] === socket) this.#sockets[socket.fd] = undefined;
     this.#count--;
@@ -487,6 +666,34 @@ export class EpollLoop {
     return errno === EAGAIN || errno === EINTR ? 0 : -errno;
   }
 
+  /** A connection from the listening `fd` (non-blocking), or minus the errno. */
+  accept(fd: number): number {
+    this.#peerLength[0] = this.#peer.length;
+    const accepted = this.#ffi.accept4(
+      fd,
+      this.#peer,
+      this.#peerLengthBytes,
+      SOCK_NONBLOCK | SOCK_CLOEXEC,
+    );
+    return accepted >= 0 ? accepted : -this.#errno.getInt32();
+  }
+
+  /** The peer of the last {@link accept}, as `net.Socket` names it. */
+  acceptedPeer(): FdSocketAddresses {
+    const view = this.#peerView;
+    const family = view.getUint16(0, true);
+    const port = view.getUint16(2, false);
+    if (family === AF_INET) {
+      const address = `${this.#peer[4]}.${this.#peer[5]}.${this.#peer[6]}.${this.#peer[7]}`;
+      return { remoteAddress: address, remotePort: port, remoteFamily: "IPv4" };
+    }
+    if (family === AF_INET6) {
+      const address = formatIpv6(this.#peer.subarray(8, 24));
+      return { remoteAddress: address, remotePort: port, remoteFamily: "IPv6" };
+    }
+    return {};
+  }
+
   /** Bytes read (0 at end of stream), or minus the errno. */
   read(fd: number, into: Uint8Array): number {
     const got = this.#ffi.read(fd, into, BigInt(into.length));
@@ -506,7 +713,14 @@ export class EpollLoop {
     this.#ffi.setsockopt(fd, level, name, this.#option, 4);
   }
 
+  /**
+   * Schedules one poll unless one is scheduled or a thread waits already. Registering a socket
+   * while events are dispatched used to schedule a second poll next to the loop's own, and each
+   * extra poll ended in another thread waiting: they piled up (30 seen) until the runtime's
+   * blocking threads were used up and `node:fs` calls waited for a new connection.
+   */
   #schedule(): void {
+    if (this.#state !== 0) return;
     this.#state = 1;
     setImmediate(this.#poll);
   }
@@ -529,9 +743,12 @@ export class EpollLoop {
     }
     if (performance.now() - this.#lastEvent < SPIN_MS) return this.#schedule();
     this.#state = 2;
+    this.#waits++;
+    this.mostWaits = Math.max(this.mostWaits, this.#waits);
     this.#ffi.epoll_wait_blocking(this.#epfd, this.#waitEvents, MAX_EVENTS, -1).then(
       (ready) => {
         this.#state = 0;
+        this.#waits--;
         if (ready > 0) this.#dispatch(this.#waitView, ready);
         this.#lastEvent = performance.now();
         if (this.#count > 0) this.#schedule();
@@ -552,6 +769,36 @@ export class EpollLoop {
       sockets[fd]?.ready(events, this.#scratch);
     }
   }
+}
+
+/**
+ * An IPv6 address as `net.Socket` reports it: lower-case groups, the longest run of two or more
+ * zero groups as `::`, and an IPv4-mapped address as `::ffff:a.b.c.d`.
+ */
+export function formatIpv6(bytes: Uint8Array): string {
+  const groups: number[] = [];
+  for (let index = 0; index < 16; index += 2) groups.push((bytes[index]! << 8) | bytes[index + 1]!);
+  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
+    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  }
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let start = 0; start < 8;) {
+    if (groups[start] !== 0) {
+      start++;
+      continue;
+    }
+    let end = start;
+    while (end < 8 && groups[end] === 0) end++;
+    if (end - start > bestLength) {
+      bestStart = start;
+      bestLength = end - start;
+    }
+    start = end;
+  }
+  const hex = (part: number[]) => part.map((group) => group.toString(16)).join(":");
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
 }
 
 let loaded: EpollLoop | null | undefined;
