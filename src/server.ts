@@ -183,8 +183,8 @@ export async function startServer(
       : {}),
     proxyProtocol: config.proxyProtocol,
     log,
-    onConnection: (socket) => {
-      serveConnection(http, socket);
+    onConnection: (socket, _info, head) => {
+      serveConnection(http, socket, head);
     },
     reusePort: start.reusePort ?? false,
     onCountChange: (count) => {

@@ -39,8 +39,9 @@ Deno.test({
       assert.ok(last.rssMiB <= first.rssMiB + MiB_AFTER_FIRST_1000, `RSS after 1,000: ${trail}`);
       assert.ok(last.rssMiB <= startRss + MiB_AFTER_START, `RSS above the start: ${trail}`);
       // The last session's sockets close a moment after its client has seen the close. The
-      // epoll loop's two descriptors (its epoll set and eventfd, src/ops/epoll.ts) stay open
-      // from the first session on.
+      // epoll loop's two descriptors (its epoll set and eventfd, src/ops/epoll.ts) open with the
+      // listener when the loop accepts, so startFds counts them; EPOLL_FDS allows for a proxy
+      // whose loop opens with the first session (`node:net` accepting, --proxy-protocol).
       const settled = startFds + EPOLL_FDS;
       const deadline = Date.now() + 5000;
       while (fdCount(proxy.pid) > settled && Date.now() < deadline) {

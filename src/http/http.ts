@@ -21,7 +21,7 @@ import { clientIdentityOf } from "../listen/tls.ts";
 import type { Log } from "../ops/log.ts";
 import type { RequestInfo } from "../types.ts";
 import { clientAddress, logPeer } from "../listen/client_address.ts";
-import { parseUpgradeHead } from "./upgrade_head.ts";
+import { parseUpgradeHead, type UpgradeHead } from "./upgrade_head.ts";
 
 export { parseUpgradeHead };
 
@@ -106,14 +106,21 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
  * which costs a parser, an `IncomingMessage` and its listeners per connection; everything else
  * (plain HTTP, partial heads, anything unusual) goes to node:http with its bytes untouched.
  */
-export function serveConnection(server: http.Server, socket: Socket | FdSocket): void {
+export function serveConnection(
+  server: http.Server,
+  socket: Socket | FdSocket,
+  parsed?: UpgradeHead,
+): void {
   const handlers = handlersOf.get(server);
   if (socket instanceof FdSocket) {
-    // The listener hands over only connections whose first data is a complete simple upgrade.
+    // The listener hands over only connections whose first data is a complete simple upgrade,
+    // parsed (`parsed`) and kept for read().
     const first = socket.read();
-    const parsed = first === null ? undefined : parseUpgradeHead(first);
     if (first === null || parsed === undefined || handlers === undefined) {
-      handlers?.log.error("Upgrade failed: a connection on the epoll loop without its request");
+      handlers?.log.error(
+        "Upgrade failed: a connection on the epoll loop came without its parsed request " +
+          "(a bug in the proxy: please report it with this log)",
+      );
       socket.destroy();
       return;
     }
@@ -125,9 +132,9 @@ export function serveConnection(server: http.Server, socket: Socket | FdSocket):
   if (handlers !== undefined && !(socket instanceof tls.TLSSocket)) {
     const first: Buffer | null = socket.read();
     if (first !== null) {
-      const parsed = parseUpgradeHead(first);
-      if (parsed !== undefined) {
-        upgrade(handlers, { ...parsed, socket }, socket, first.subarray(parsed.length));
+      const fast = parseUpgradeHead(first);
+      if (fast !== undefined) {
+        upgrade(handlers, { ...fast, socket }, socket, first.subarray(fast.length));
         socket.resume();
         return;
       }

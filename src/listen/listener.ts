@@ -14,15 +14,8 @@ import tls from "node:tls";
 import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 import type { Log } from "../ops/log.ts";
-import {
-  duplicateDescriptor,
-  type EpollLoop,
-  type FdListener,
-  FdSocket,
-  type FdSocketAddresses,
-  openEpoll,
-} from "../ops/epoll.ts";
-import { parseUpgradeHead } from "../http/upgrade_head.ts";
+import { duplicateDescriptor, type FdListener, FdSocket, openEpoll } from "../ops/epoll.ts";
+import { parseUpgradeHead, type UpgradeHead } from "../http/upgrade_head.ts";
 import type { ByteSocket, ClientIdentity } from "../types.ts";
 import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
 import { parseProxyHeader } from "./proxy_protocol.ts";
@@ -73,9 +66,13 @@ export interface ListenerOptions {
   /**
    * Receives each sniffed (and, for TLS, handshaken) connection: a `node:net` or `node:tls`
    * socket, or, for a plain connection whose first data is a complete simple upgrade, an
-   * {@link FdSocket} on the epoll loop holding that data for `read()`.
+   * {@link FdSocket} on the epoll loop holding that data for `read()`, with `head` parsed from it.
    */
-  readonly onConnection: (socket: net.Socket | FdSocket, info: ConnectionInfo) => void;
+  readonly onConnection: (
+    socket: net.Socket | FdSocket,
+    info: ConnectionInfo,
+    head?: UpgradeHead,
+  ) => void;
   /** Called whenever the number of open connections changes. */
   readonly onCountChange?: (count: number) => void;
   /** `--trusted-proxy`: handed on in each {@link ConnectionInfo}. */
@@ -232,7 +229,7 @@ export class Listener {
       if (loop !== undefined && fd !== undefined) {
         this.#onLoop = loop.listen(
           fd,
-          (accepted, peer) => this.#acceptOnLoop(loop, accepted, peer),
+          (accepted, peer) => this.#accept(loop.adopt(accepted, peer)),
           onError,
         );
         // node:net stops accepting; the port stays open on the loop's duplicate.
@@ -247,10 +244,6 @@ export class Listener {
     } catch (error) {
       throw startupError(error, listen);
     }
-  }
-
-  #acceptOnLoop(loop: EpollLoop, fd: number, peer: FdSocketAddresses): void {
-    this.#accept(loop.adopt(fd, peer));
   }
 
   #accept(socket: net.Socket | FdSocket): void {
@@ -357,16 +350,18 @@ export class Listener {
       socket.pause();
       const byte = first[0];
       const handshake = byte === 0x16 || byte === 0x80;
+      let head: UpgradeHead | undefined;
       if (socket instanceof FdSocket) {
         if (!handshake && this.#options.sslOnly) return this.#refusePlain(socket, info.peer);
-        if (handshake || parseUpgradeHead(first) === undefined) {
+        head = handshake ? undefined : parseUpgradeHead(first);
+        if (head === undefined) {
           const node = this.#toNodeNet(socket, first, info);
           if (node !== undefined) this.#sniffed(node, handshake, info);
           return;
         }
       }
       socket.unshift(first);
-      this.#sniffed(socket, handshake, info);
+      this.#sniffed(socket, handshake, info, head);
     });
   }
 
@@ -375,6 +370,7 @@ export class Listener {
     socket: net.Socket | FdSocket,
     handshake: boolean,
     info: Omit<ConnectionInfo, "secure">,
+    head?: UpgradeHead,
   ): void {
     if (handshake && !(socket instanceof FdSocket)) {
       this.#startTls(socket, { ...info, secure: true });
@@ -383,7 +379,7 @@ export class Listener {
     } else {
       const plain = { ...info, secure: false };
       infos.set(socket, plain);
-      this.#options.onConnection(socket, plain);
+      this.#options.onConnection(socket, plain, head);
     }
   }
 

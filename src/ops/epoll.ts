@@ -240,12 +240,17 @@ export class FdSocket extends EventEmitter implements Watched {
    * the socket leaves the loop and is destroyed without `close`. Only before anything was written.
    */
   release(): number {
+    this.#leaveLoop();
+    return this.fd;
+  }
+
+  /** Marks the socket destroyed and takes it out of the epoll set (the descriptor stays open). */
+  #leaveLoop(): void {
     this.destroyed = true;
     this.readable = false;
     this.writable = false;
     if (this.#registered) this.#loop.unregister(this);
     this.#registered = false;
-    return this.fd;
   }
 
   /** Only `setTimeout(0)` (no idle timeout, as these sockets have), for net.Socket's callers. */
@@ -331,11 +336,7 @@ export class FdSocket extends EventEmitter implements Watched {
   /** Closes the descriptor now; queued data is dropped. Emits `error` (if given) and `close`. */
   destroy(error?: Error): this {
     if (this.destroyed) return this;
-    this.destroyed = true;
-    this.readable = false;
-    this.writable = false;
-    if (this.#registered) this.#loop.unregister(this);
-    this.#registered = false;
+    this.#leaveLoop();
     this.#loop.close(this.fd);
     const queued = this.#queue.splice(0);
     this.writableLength = 0;
