@@ -202,7 +202,8 @@ const OPTIONS: readonly OptionSpec[] = [
   },
   {
     flags: "--header-timeout <N>",
-    description: "seconds allowed for a client to send its request headers",
+    description:
+      "seconds allowed for a client to send its request headers (each request on a kept-alive connection)",
     kind: "seconds",
     defaultValue: 10,
   },

@@ -10,7 +10,7 @@ import type { WebSocketChannel } from "./websocket/channel.ts";
 import type { Config } from "./config.ts";
 import { checkOrigin } from "./auth/origin.ts";
 import { errorMessage, HttpError } from "./errors.ts";
-import { createHttpServer, serveConnection } from "./http/http.ts";
+import { closeHttpServer, createHttpServer, serveConnection } from "./http/http.ts";
 import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
 import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
@@ -160,7 +160,7 @@ export async function startServer(
         checkDrained();
       });
     },
-  });
+  }, config.limits.headerTimeout * 1000);
 
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   const armIdleTimer = (count: number) => {
@@ -204,6 +204,7 @@ export async function startServer(
       log.info(`--timeout: no new connections after ${config.limits.timeout} s`);
       stopping = true;
       listener.stopAccepting();
+      closeHttpServer(http);
       checkDrained();
     }, config.limits.timeout * 1000);
   }
@@ -219,6 +220,7 @@ export async function startServer(
       clearTimeout(idleTimer);
       clearTimeout(acceptTimer);
       listener.stopAccepting();
+      closeHttpServer(http);
       listener.destroyAll();
       traffic?.flush();
       // --stdio: every program is killed (SIGTERM, then SIGKILL after the grace) and reaped.
@@ -258,6 +260,8 @@ export async function startServer(
     if (metrics) metrics.draining = true;
     log.info(reason);
     listener.stopAccepting();
+    // Kept-alive `--web` connections: idle ones close now, busy ones after their response.
+    closeHttpServer(http);
     for (const session of sessions) session.shutdown();
     // Connections accepted just before the listener closed can still become sessions (closed
     // with 1001 as they start): the drain waits for every connection, not only today's sessions,

@@ -60,12 +60,35 @@ interface UpgradeRequest {
 }
 
 const handlersOf = new WeakMap<http.Server, HttpHandlers>();
+const closed = new WeakSet<http.Server>();
 
-/** Creates the `node:http` server that accepted sockets are handed to ({@link serveConnection}). */
-export function createHttpServer(handlers: HttpHandlers): http.Server {
-  const server = http.createServer({ maxHeaderSize: 16 * 1024 });
+/** How long a kept-alive connection may wait for its next request. */
+export const KEEP_ALIVE_TIMEOUT_MS = 5000;
+
+/**
+ * Creates the `node:http` server that accepted sockets are handed to ({@link serveConnection}).
+ * `headerTimeoutMs` (`--header-timeout`; 0 = none) bounds every request's headers after the
+ * first on a kept-alive connection; the listener's own timer covers the first. Stop it with
+ * {@link closeHttpServer}.
+ */
+export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs = 0): http.Server {
+  const server = http.createServer({
+    maxHeaderSize: 16 * 1024,
+    headersTimeout: headerTimeoutMs,
+    // The sweep that enforces headersTimeout: one timer for the server, not one per connection.
+    connectionsCheckingInterval: Math.max(250, Math.min(1000, headerTimeoutMs / 4)),
+  });
   handlersOf.set(server, handlers);
-  server.keepAliveTimeout = 5000;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // The server never listens (our listener hands it sockets), and node:http closes a connection
+  // after its first response when its server is not listening: without this, every `--web`
+  // connection would serve one request (a browser loading noVNC opens dozens). "listening" also
+  // starts the sweep above (a system timer: it does not keep the process alive).
+  Object.defineProperty(server, "listening", {
+    configurable: true,
+    get: () => !closed.has(server),
+  });
+  server.emit("listening");
 
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     upgrade(handlers, req, socket as Socket, head);
@@ -88,6 +111,14 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
   });
 
   server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+    if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      // As the listener does for a first request that is late: closed without an answer.
+      handlers.log.child({ peer: connectionInfo(socket)?.peer ?? "unknown" }).debug(
+        `Closing a kept-alive client that sent no complete request within ` +
+          `${headerTimeoutMs / 1000} s`,
+      );
+      return void socket.destroy();
+    }
     const writable = socket.writable && !(socket as Socket).destroyed;
     if (!writable || error.code === "ECONNRESET") return void socket.destroy();
     const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
@@ -98,6 +129,16 @@ export function createHttpServer(handlers: HttpHandlers): http.Server {
     );
   });
   return server;
+}
+
+/**
+ * Stops `server` taking more requests: idle kept-alive connections close now, busy ones after
+ * their response; upgraded connections (sessions) are not its to close.
+ */
+export function closeHttpServer(server: http.Server): void {
+  if (closed.has(server)) return;
+  closed.add(server);
+  server.close();
 }
 
 /**
