@@ -62,8 +62,8 @@ interface UpgradeRequest {
 const handlersOf = new WeakMap<http.Server, HttpHandlers>();
 const closed = new WeakSet<http.Server>();
 
-/** How long a kept-alive connection may wait for its next request. */
-export const KEEP_ALIVE_TIMEOUT_MS = 5000;
+/** How long a kept-alive connection may wait for its next request (node adds 1 s). */
+const KEEP_ALIVE_TIMEOUT_MS = 5000;
 
 /**
  * Creates the `node:http` server that accepted sockets are handed to ({@link serveConnection}).
@@ -71,7 +71,7 @@ export const KEEP_ALIVE_TIMEOUT_MS = 5000;
  * first on a kept-alive connection; the listener's own timer covers the first. Stop it with
  * {@link closeHttpServer}.
  */
-export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs = 0): http.Server {
+export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs: number): http.Server {
   const server = http.createServer({
     maxHeaderSize: 16 * 1024,
     headersTimeout: headerTimeoutMs,
@@ -112,10 +112,12 @@ export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs = 0): h
 
   server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
     if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      // node's headersTimeout (ours) or requestTimeout (its 300 s for a whole request) ran out.
       // As the listener does for a first request that is late: closed without an answer.
       handlers.log.child({ peer: connectionInfo(socket)?.peer ?? "unknown" }).debug(
-        `Closing a kept-alive client that sent no complete request within ` +
-          `${headerTimeoutMs / 1000} s`,
+        `Closing a client whose request did not arrive in time (headers within ` +
+          `${headerTimeoutMs / 1000} s, --header-timeout; the whole request within ` +
+          `${server.requestTimeout / 1000} s)`,
       );
       return void socket.destroy();
     }
