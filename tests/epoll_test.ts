@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import net from "node:net";
-import { type FdSocket, openEpoll } from "../src/ops/epoll.ts";
+import process from "node:process";
+import { duplicateDescriptor, type FdSocket, openEpoll } from "../src/ops/epoll.ts";
 import { openLibcDialer } from "../src/targets/libc_dial.ts";
 import { within } from "./_helpers.ts";
 
@@ -31,7 +32,8 @@ async function dial(port: number): Promise<FdSocket> {
   const dialer = openLibcDialer();
   assert.ok(dialer);
   const fd = await dialer.dialDescriptor("127.0.0.1", port, 5000);
-  return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port });
+  // As the proxy's targets: dialled here, so closing it takes it out of the set (no DEL).
+  return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port }, { exclusive: true });
 }
 
 function closed(socket: { once(event: string, listener: () => void): unknown }): Promise<void> {
@@ -164,6 +166,100 @@ Deno.test("FdSocket reads nothing while paused and everything once resumed", asy
     await within(gone, 5000, "close");
   } finally {
     server.close();
+  }
+});
+
+Deno.test("a paused FdSocket still in the epoll set leaves it when data comes, without spinning", async () => {
+  let peer: net.Socket | undefined;
+  const connected = Promise.withResolvers<void>();
+  const { server, port } = await serve((socket) => {
+    peer = socket;
+    connected.resolve();
+  });
+  try {
+    const socket = await dial(port);
+    await within(connected.promise, 5000, "accept");
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    peer!.write("one");
+    await within(
+      (async () => {
+        while (chunks.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      5000,
+      "the first chunk",
+    );
+    // pause() keeps the registration (no system call); data arriving now must take the socket
+    // out of the set, or the level-triggered loop would report it on every poll.
+    socket.pause();
+    peer!.write("two");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const before = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const used = process.cpuUsage(before);
+    const cpuMs = (used.user + used.system) / 1000;
+    assert.ok(cpuMs < 150, `the paused socket kept the loop busy: ${cpuMs} ms of CPU in 400 ms`);
+    assert.equal(Buffer.concat(chunks).toString(), "one");
+    socket.resume();
+    await within(
+      (async () => {
+        while (Buffer.concat(chunks).toString() !== "onetwo") {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      })(),
+      5000,
+      "the data after resume()",
+    );
+    const gone = closed(socket);
+    socket.destroy();
+    await within(gone, 5000, "close");
+    assert.equal(loop().size, 0, "the loop still counts the closed socket");
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("connections accepted on the loop inherit TCP_NODELAY and SO_KEEPALIVE from the listener", async () => {
+  const libc = Deno.dlopen("libc.so.6", {
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  });
+  const option = (fd: number, level: number, name: number) => {
+    const value = new Int32Array(1);
+    const length = new Uint32Array([4]);
+    assert.equal(libc.symbols.getsockopt(fd, level, name, value, length), 0, "getsockopt");
+    return value[0]!;
+  };
+  const SOL_SOCKET = 1, SO_KEEPALIVE = 9, IPPROTO_TCP = 6, TCP_NODELAY = 1;
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const fd = duplicateDescriptor(server);
+  assert.ok(fd !== undefined);
+  server.close();
+  const accepted = Promise.withResolvers<
+    { noDelay: number; keepAlive: number; socket: FdSocket }
+  >();
+  const listener = loop().listen(fd, (descriptor, peer, options) => {
+    assert.deepEqual(options, { exclusive: true, noDelayKeepAlive: true });
+    accepted.resolve({
+      noDelay: option(descriptor, IPPROTO_TCP, TCP_NODELAY),
+      keepAlive: option(descriptor, SOL_SOCKET, SO_KEEPALIVE),
+      socket: loop().adopt(descriptor, peer, options),
+    });
+  }, (message) => accepted.reject(new Error(message)));
+  const client = net.connect(port, "127.0.0.1");
+  client.on("error", () => {});
+  try {
+    const { noDelay, keepAlive, socket } = await within(accepted.promise, 5000, "accept");
+    assert.equal(noDelay, 1, "TCP_NODELAY on the accepted socket");
+    assert.equal(keepAlive, 1, "SO_KEEPALIVE on the accepted socket");
+    const gone = closed(socket);
+    socket.destroy();
+    await within(gone, 5000, "close");
+  } finally {
+    client.destroy();
+    listener.close();
+    libc.close();
   }
 });
 

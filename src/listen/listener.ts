@@ -229,7 +229,7 @@ export class Listener {
       if (loop !== undefined && fd !== undefined) {
         this.#onLoop = loop.listen(
           fd,
-          (accepted, peer) => this.#accept(loop.adopt(accepted, peer)),
+          (accepted, peer, options) => this.#accept(loop.adopt(accepted, peer, options)),
           onError,
         );
         // node:net stops accepting; the port stays open on the loop's duplicate.

@@ -143,6 +143,17 @@ export interface FdSocketAddresses {
   readonly localPort?: number | undefined;
 }
 
+/** What the loop knows of a descriptor it adopts (each saves system calls; all default false). */
+export interface FdSocketOptions {
+  /**
+   * No other descriptor refers to the socket (accepted or dialled here, never duplicated), so
+   * closing it also takes it out of the epoll set: no `EPOLL_CTL_DEL` before the close.
+   */
+  readonly exclusive?: boolean;
+  /** TCP_NODELAY and SO_KEEPALIVE are on already (inherited from the listening socket). */
+  readonly noDelayKeepAlive?: boolean;
+}
+
 /** A connected TCP socket served by an {@link EpollLoop}: the `net.Socket` subset sessions use. */
 export class FdSocket extends EventEmitter implements Watched {
   readonly fd: number;
@@ -168,13 +179,24 @@ export class FdSocket extends EventEmitter implements Watched {
   #finished = false;
   #readEnded = false;
   #largeReads = false;
+  readonly #exclusive: boolean;
+  /** TCP_NODELAY and SO_KEEPALIVE as last set (or inherited): a repeated call costs nothing. */
+  #noDelay: boolean;
+  #keepAlive: boolean;
   /** Data read while no `data` listener was attached, or given back by unshift(). */
   #unclaimed: Buffer[] = [];
 
-  constructor(loop: EpollLoop, fd: number, addresses: FdSocketAddresses = {}) {
+  constructor(
+    loop: EpollLoop,
+    fd: number,
+    addresses: FdSocketAddresses = {},
+    options: FdSocketOptions = {},
+  ) {
     super();
     this.#loop = loop;
     this.fd = fd;
+    this.#exclusive = options.exclusive ?? false;
+    this.#noDelay = this.#keepAlive = options.noDelayKeepAlive ?? false;
     this.remoteAddress = addresses.remoteAddress;
     this.remotePort = addresses.remotePort;
     this.remoteFamily = addresses.remoteFamily;
@@ -240,16 +262,19 @@ export class FdSocket extends EventEmitter implements Watched {
    * the socket leaves the loop and is destroyed without `close`. Only before anything was written.
    */
   release(): number {
-    this.#leaveLoop();
+    this.#leaveLoop(false);
     return this.fd;
   }
 
-  /** Marks the socket destroyed and takes it out of the epoll set (the descriptor stays open). */
-  #leaveLoop(): void {
+  /**
+   * Marks the socket destroyed and takes it out of the epoll set; `closing`: the descriptor is
+   * closed next, which for an exclusive one leaves the set by itself.
+   */
+  #leaveLoop(closing: boolean): void {
     this.destroyed = true;
     this.readable = false;
     this.writable = false;
-    if (this.#registered) this.#loop.unregister(this);
+    if (this.#registered) this.#loop.unregister(this, closing && this.#exclusive);
     this.#registered = false;
   }
 
@@ -260,12 +285,17 @@ export class FdSocket extends EventEmitter implements Watched {
   }
 
   setNoDelay(noDelay = true): this {
+    if (noDelay === this.#noDelay) return this;
+    this.#noDelay = noDelay;
     this.#loop.setOption(this.fd, IPPROTO_TCP, TCP_NODELAY, noDelay ? 1 : 0);
     return this;
   }
 
   setKeepAlive(enable = false, initialDelay = 0): this {
-    this.#loop.setOption(this.fd, SOL_SOCKET, SO_KEEPALIVE, enable ? 1 : 0);
+    if (enable !== this.#keepAlive || initialDelay >= 1000) {
+      this.#loop.setOption(this.fd, SOL_SOCKET, SO_KEEPALIVE, enable ? 1 : 0);
+    }
+    this.#keepAlive = enable;
     if (enable && initialDelay >= 1000) {
       this.#loop.setOption(this.fd, IPPROTO_TCP, TCP_KEEPIDLE, Math.floor(initialDelay / 1000));
     }
@@ -336,7 +366,7 @@ export class FdSocket extends EventEmitter implements Watched {
   /** Closes the descriptor now; queued data is dropped. Emits `error` (if given) and `close`. */
   destroy(error?: Error): this {
     if (this.destroyed) return this;
-    this.#leaveLoop();
+    this.#leaveLoop(true);
     this.#loop.close(this.fd);
     const queued = this.#queue.splice(0);
     this.writableLength = 0;
@@ -373,26 +403,37 @@ export class FdSocket extends EventEmitter implements Watched {
     this.#finished = true;
     this.writable = false;
     this.#loop.shutdownWrite(this.fd);
-    this.#update();
+    // Both ways done: the close on the next tick (before any poll) takes an exclusive descriptor
+    // out of the set.
+    if (!(this.#readEnded && this.#exclusive)) this.#update();
     process.nextTick(() => {
       this.emit("finish");
       this.#closeIfDone();
     });
   }
 
-  /** The interest set follows the state: reading unless paused or ended, writing while queued. */
-  #update(): void {
+  /**
+   * The interest set follows the state: reading unless paused or ended, writing while queued.
+   * `now`: a socket that wants nothing leaves the set at once; otherwise a paused one stays in
+   * it with its old interest until an event comes (most pauses, such as while an upgrade is
+   * admitted or the target dialled, see none, and a resume then costs no system call either).
+   */
+  #update(now = false): void {
     if (this.destroyed) return;
     const wanted = (this.#paused || this.#readEnded ? 0 : EPOLLIN | EPOLLRDHUP) |
       (this.#queue.length > 0 && this.#corked === 0 ? EPOLLOUT : 0);
     if (wanted === this.#interest && this.#registered) return;
-    this.#interest = wanted;
     // A socket without interest leaves the set: epoll reports hang-ups and errors regardless of
-    // the interest, and a paused socket must not spin the loop.
+    // the interest, and a paused or ended socket must not spin the loop.
     if (wanted === 0) {
-      if (this.#registered) this.#loop.unregister(this);
-      this.#registered = false;
+      if (!this.#registered) this.#interest = 0;
+      else if (now || this.#readEnded || this.#interest !== (EPOLLIN | EPOLLRDHUP)) {
+        this.#loop.unregister(this, false);
+        this.#registered = false;
+        this.#interest = 0;
+      }
     } else {
+      this.#interest = wanted;
       this.#loop.register(this, wanted, this.#registered);
       this.#registered = true;
     }
@@ -449,7 +490,12 @@ export class FdSocket extends EventEmitter implements Watched {
       this.#flush();
       if (this.destroyed) return;
     }
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) === 0 || this.#paused) return;
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) === 0) return;
+    if (this.#paused) {
+      // Still in the set from before the pause (see #update): leave it until resumed.
+      this.#update(true);
+      return;
+    }
     // After a large read, the next one goes straight into a buffer of its own (no copy); small
     // reads go through the loop's scratch buffer and are copied out at their size.
     const direct = this.#largeReads ? new Uint8Array(READ_SIZE) : undefined;
@@ -468,11 +514,12 @@ export class FdSocket extends EventEmitter implements Watched {
     } else if (got === 0) {
       this.#readEnded = true;
       this.readable = false;
-      this.#update();
       this.emit("end");
       // net.Socket without allowHalfOpen ends its side when the peer has ended.
       this.end();
       this.#closeIfDone();
+      // Out of the set unless closed meanwhile (an exclusive descriptor's close does that).
+      this.#update();
     } else if (-got !== EAGAIN && -got !== EINTR) {
       this.destroy(new SocketError(-got, "read"));
     }
@@ -487,7 +534,7 @@ export class FdSocket extends EventEmitter implements Watched {
 export class FdListener implements Watched {
   readonly fd: number;
   readonly #loop: EpollLoop;
-  readonly #onSocket: (fd: number, addresses: FdSocketAddresses) => void;
+  readonly #onSocket: AcceptedSocket;
   readonly #onError: (message: string) => void;
   #registered = false;
   #closed = false;
@@ -499,13 +546,17 @@ export class FdListener implements Watched {
   constructor(
     loop: EpollLoop,
     fd: number,
-    onSocket: (fd: number, addresses: FdSocketAddresses) => void,
+    onSocket: AcceptedSocket,
     onError: (message: string) => void,
   ) {
     this.#loop = loop;
     this.fd = fd;
     this.#onSocket = onSocket;
     this.#onError = onError;
+    // Accepted sockets inherit both from the listening one on Linux (tests/epoll_test.ts checks):
+    // two system calls once instead of two per connection.
+    loop.setOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    loop.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
     this.#watch();
   }
 
@@ -525,7 +576,7 @@ export class FdListener implements Watched {
       if (fd >= 0) {
         this.#failing = false;
         this.accepted++;
-        this.#onSocket(fd, this.#loop.acceptedPeer());
+        this.#onSocket(fd, this.#loop.acceptedPeer(), ACCEPTED);
         continue;
       }
       const errno = -fd;
@@ -552,6 +603,16 @@ export class FdListener implements Watched {
     this.#registered = true;
   }
 }
+
+/** What an accepted descriptor is: only ours, with TCP_NODELAY and SO_KEEPALIVE on. */
+const ACCEPTED: FdSocketOptions = { exclusive: true, noDelayKeepAlive: true };
+
+/** Gets each connection an {@link FdListener} accepts, with what to adopt it with. */
+export type AcceptedSocket = (
+  fd: number,
+  addresses: FdSocketAddresses,
+  options: FdSocketOptions,
+) => void;
 
 /** One epoll set and the loop that serves it; see the module comment. */
 export class EpollLoop {
@@ -606,19 +667,15 @@ export class EpollLoop {
   }
 
   /** A socket for the connected, non-blocking descriptor `fd`, which it now owns. */
-  adopt(fd: number, addresses?: FdSocketAddresses): FdSocket {
-    return new FdSocket(this, fd, addresses);
+  adopt(fd: number, addresses?: FdSocketAddresses, options?: FdSocketOptions): FdSocket {
+    return new FdSocket(this, fd, addresses, options);
   }
 
   /**
    * Serves the listening, non-blocking descriptor `fd` (which it now owns): `onSocket` gets each
    * accepted connection's descriptor and peer address, `onError` a message when accepting fails.
    */
-  listen(
-    fd: number,
-    onSocket: (fd: number, addresses: FdSocketAddresses) => void,
-    onError: (message: string) => void,
-  ): FdListener {
+  listen(fd: number, onSocket: AcceptedSocket, onError: (message: string) => void): FdListener {
     return new FdListener(this, fd, onSocket, onError);
   }
 
@@ -633,8 +690,9 @@ export class EpollLoop {
     }
   }
 
-  unregister(socket: Watched): void {
-    this.#ffi.epoll_ctl(this.#epfd, EPOLL_CTL_DEL, socket.fd, this.#ctl);
+  /** Takes `socket` out of the set; `closing`: its close will (an exclusive descriptor's does). */
+  unregister(socket: Watched, closing = false): void {
+    if (!closing) this.#ffi.epoll_ctl(this.#epfd, EPOLL_CTL_DEL, socket.fd, this.#ctl);
     if (this.#sockets[socket.fd] === socket) this.#sockets[socket.fd] = undefined;
     this.#count--;
     if (this.#count === 0 && this.#state === 2) this.#wake();

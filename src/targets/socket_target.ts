@@ -101,7 +101,8 @@ export class SocketConnection implements TargetConnection {
     else {
       // Served by the epoll loop, never by node:net (src/ops/epoll.ts).
       const fd = await dialer.dialDescriptor(address, port, deadline);
-      socket = loop.adopt(fd, { remoteAddress: address, remotePort: port });
+      // Dialled here and never duplicated: its close leaves the epoll set by itself.
+      socket = loop.adopt(fd, { remoteAddress: address, remotePort: port }, { exclusive: true });
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
