@@ -3,8 +3,9 @@
  * [--compare-v8 FLAGS]...`: measures the
  * proxy against the limit (`Deno.serve` + `Deno.upgradeWebSocket` echoing, discarding or
  * sending, without a proxy: `scripts/bench_roles.ts`), websocketd running `cat` (or the C target
- * over stdio for the one-way rows) and Python websockify when `/usr/bin/websockify` is installed,
- * and prints a markdown table with ratios and the goals of issue 12, a table of how busy the
+ * over stdio for the one-way rows), the floor (`scripts/floor_proxy.c`: a minimal C proxy, what
+ * the kernel's work per message costs any proxy here) and Python websockify when
+ * `/usr/bin/websockify` is installed, and prints a markdown table with ratios and the goals of issue 12, a table of how busy the
  * server and the load side were in each test (which side limited each figure), and the load
  * generator's headroom. `--only` takes a comma-separated list of the parts in PARTS.
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
@@ -27,7 +28,7 @@
 
 import net from "node:net";
 import { clusterPart, metricsPart, sizingLines } from "./bench_cluster.ts";
-import { buildLoadgen } from "./loadgen.ts";
+import { buildFloorProxy, buildLoadgen } from "./loadgen.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const ROLES = new URL("./bench_roles.ts", import.meta.url).pathname;
@@ -347,6 +348,13 @@ async function startPython(options: Options, targetPort: number): Promise<Subjec
   return { ...subjectOf("python", child, { port, ws: true, mode: true }, true), forks: true };
 }
 
+/** The C floor proxy (scripts/floor_proxy.c) in front of the C target. */
+async function startFloor(options: Options, binary: string, targetPort: number): Promise<Subject> {
+  const child = new Child(binary, [String(targetPort)], pin(options, SERVER_CPU));
+  const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The C floor proxy");
+  return subjectOf("floor", child, { port: Number(match[1]), ws: true, mode: true }, true);
+}
+
 async function startLimit(options: Options): Promise<Subject> {
   const child = new Child(Deno.execPath(), ["run", "-A", ROLES, "limit"], pin(options, SERVER_CPU));
   const match = await child.waitFor(/^\{"port":(\d+)\}/, 20_000, "The Deno.serve limit server");
@@ -505,12 +513,20 @@ async function main(): Promise<void> {
     (await new Deno.Command(Deno.execPath(), { args: ["--version"] }).output()).stdout,
   ).split("\n")[0];
   const loadgen = await buildLoadgen();
+  const floor = await buildFloorProxy();
   const repeats = options.quick ? 1 : 3;
   log(`bench: ${options.quick ? "quick" : "full"} mode, ${repeats} run(s) per figure`);
   const target = await startTarget(options, loadgen);
   const running: Subject[] = [];
   try {
-    const run = await startServers(options, loadgen, target, python, websocketd, running);
+    const run = await startServers(
+      options,
+      { loadgen, floor },
+      target,
+      python,
+      websocketd,
+      running,
+    );
     for (const part of PARTS) {
       if (!options.only.includes(part.name)) continue;
       const start = performance.now();
@@ -547,13 +563,14 @@ async function main(): Promise<void> {
 /** Starts the servers under test; `running` collects them for the caller to stop. */
 async function startServers(
   options: Options,
-  loadgen: string,
+  binaries: { loadgen: string; floor: string },
   target: Child,
   python: boolean,
   websocketd: boolean,
   running: Subject[],
 ): Promise<BenchRun> {
   const targetPort = portOf(target);
+  const loadgen = binaries.loadgen;
   const subjects: Subject[] = [];
   const add = (subject: Subject) => {
     subjects.push(subject);
@@ -572,6 +589,7 @@ async function startServers(
     running.push(cat.oneWay);
     add(cat);
   }
+  add(await restartable(() => startFloor(options, binaries.floor, targetPort)));
   if (python) add(await restartable(() => startPython(options, targetPort)));
   const rows: Row[] = [];
   const run: BenchRun = {
@@ -1027,7 +1045,10 @@ function renderTable(
     '"limit" is Deno.serve + Deno.upgradeWebSocket without a proxy (echoing; discarding for ' +
       "ws→tcp, sending as fast as bufferedAmount allows for tcp→ws); websocketd runs `cat` per " +
       "session (--binary; the C target over stdio for the one-way rows). The load generator and " +
-      "the TCP target are scripts/loadgen.c (C, epoll, one thread).",
+      'the TCP target are scripts/loadgen.c (C, epoll, one thread). "floor" is ' +
+      "scripts/floor_proxy.c, a minimal WebSocket-to-TCP proxy in C (one read and one send per " +
+      "chunk and direction, epoll, no checks): the least a proxy costs on this machine, so " +
+      "floor / limit is the most any proxy can reach against the limit here.",
   );
   lines.push(
     "Rounds alternate between the servers; figures are medians (p99: median of the rounds' " +
@@ -1042,6 +1063,8 @@ function renderTable(
     "unit",
     ...names,
     "deno / limit",
+    "floor / limit",
+    "deno / floor",
     "deno / websocketd",
     "deno / python",
     "goal",
@@ -1051,11 +1074,11 @@ function renderTable(
   lines.push(`| ${header.map(() => "---").join(" | ")} |`);
   for (const row of rows) {
     const deno = row.values.get("deno");
-    const ratio = (other: string) => {
+    const ratio = (other: string, of = deno) => {
       const b = row.values.get(other);
-      return deno !== undefined && b !== undefined && b > 0 && Number.isFinite(deno) &&
+      return of !== undefined && b !== undefined && b > 0 && Number.isFinite(of) &&
           Number.isFinite(b)
-        ? (deno / b).toFixed(2)
+        ? (of / b).toFixed(2)
         : "–";
     };
     const cells = names.map((name) => {
@@ -1079,6 +1102,8 @@ function renderTable(
           row.unit,
           ...cells,
           ratio("limit"),
+          ratio("limit", row.values.get("floor")),
+          ratio("floor"),
           ratio("websocketd"),
           ratio("python"),
           goals,

@@ -24,3 +24,15 @@ export async function buildLoadgen(): Promise<string> {
     what: "the bench's load generator (scripts/loadgen.c)",
   });
 }
+
+const FLOOR_SOURCE_URL = new URL("./floor_proxy.c", import.meta.url);
+
+/** Returns the path of a built scripts/floor_proxy.c (the bench's "floor" column), as above. */
+export async function buildFloorProxy(): Promise<string> {
+  return await buildCached({
+    source: await Deno.readTextFile(FLOOR_SOURCE_URL),
+    name: "floor_proxy",
+    flags: ["-O2"],
+    what: "the bench's C floor proxy (scripts/floor_proxy.c)",
+  });
+}

@@ -41,24 +41,27 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   assert.match(stdout, /^Machine: \d+ × .*quick mode/m);
   assert.match(stdout, /Not pinned/);
   const header = rowOf(figures, "test | unit");
-  assert.deepEqual(header.slice(0, 5), ["test", "unit", "limit", "deno", "websocketd"]);
+  assert.deepEqual(header.slice(0, 6), ["test", "unit", "limit", "deno", "websocketd", "floor"]);
   for (const label of ["echo round trip p50", "echo round trip p99", "set-up"]) {
-    const [, , limit, deno, websocketd] = rowOf(figures, label);
+    const [, , limit, deno, websocketd, floor] = rowOf(figures, label);
     assert.match(limit!, /^[\d,.]+$/, `${label}: limit figure`);
     assert.match(deno!, /^[\d,.]+$/, `${label}: deno figure`);
     assert.match(websocketd!, /^[\d,.]+( \(.*\))?$/, `${label}: websocketd figure`);
+    assert.match(floor!, /^[\d,.]+$/, `${label}: floor figure (scripts/floor_proxy.c)`);
   }
   const setup = rowOf(figures, "set-up");
-  assert.match(setup[5]!, /^\d+\.\d\d$/, "deno / limit ratio");
+  for (const ratio of ["deno / limit", "floor / limit", "deno / floor"]) {
+    assert.match(setup[header.indexOf(ratio)]!, /^\d+\.\d\d$/, ratio);
+  }
   assert.equal(setup.at(-2), "≥ 0.8× limit");
   assert.match(setup.at(-1)!, /^(yes|\*\*no\*\*)$/);
   // Parts not asked for are not run.
   assert.doesNotMatch(stdout, /^\| (ws→tcp|[\d,]+ sessions echoing|new session|idle memory)/m);
   // CPU table: a share for each server and load side, and the side that limited each figure.
   const cpuHeader = rowOf(cpu, "test | limit");
-  assert.deepEqual(cpuHeader, ["test", "limit", "deno", "websocketd", "deno limited by"]);
-  const [, limitCpu, denoCpu, , limit] = rowOf(cpu, "set-up");
-  for (const cell of [limitCpu, denoCpu]) {
+  assert.deepEqual(cpuHeader, ["test", "limit", "deno", "websocketd", "floor", "deno limited by"]);
+  const [, limitCpu, denoCpu, , floorCpu, limit] = rowOf(cpu, "set-up");
+  for (const cell of [limitCpu, denoCpu, floorCpu]) {
     assert.match(cell!, /^(\d+ %|–) \/ \d+ % (server|load|server core|load core|neither)$/);
   }
   assert.match(
@@ -69,7 +72,7 @@ Deno.test("bench --quick --only latency,setup prints the figures and the CPU tab
   const [, headroom] = stdout.split("Load generator headroom");
   assert.ok(headroom, `no headroom table in:\n${stdout}`);
   const [, fastest, , , , , ratio, met] = rowOf(headroom, "set-up");
-  assert.match(fastest!, /^(limit|deno|websocketd)$/);
+  assert.match(fastest!, /^(limit|deno|websocketd|floor)$/);
   assert.match(ratio!, /^\d+\.\d×$/);
   assert.match(met!, /^(yes|\*\*no\*\*)$/);
 });

@@ -26,6 +26,11 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
+/**
+ * Pieces under this size are joined before they are written (SocketConnection.writePieces), so a
+ * chunk with two or more of them is compacted in place instead (compactInto).
+ */
+const COMPACT_PIECE = 16 * 1024;
 /** Client chunks at least this large are released as soon as their pieces are written. */
 const RELEASE_CHUNK = 16 * 1024;
 /** Pieces at least this large are written on their own, never copied into a batch. */
@@ -241,6 +246,7 @@ function socketWriter(
         if (release) releaseBuffer(release);
         return;
       }
+      if (chunk !== undefined && pending.length > 1) compactInto(chunk, pending);
       let below: boolean;
       try {
         below = target.writePieces(
@@ -265,6 +271,37 @@ function socketWriter(
     // SocketConnection.close() still delivers what the socket accepted.
     settled: () => Promise.resolve(),
   };
+}
+
+/**
+ * Moves `pieces` (payloads of the frames in `chunk`, in order) together at the start of `chunk`,
+ * over the frame headers between them, and leaves one piece in the list: a chunk of many small
+ * frames goes out as one write without a new buffer (writePieces would join them by a copy into
+ * one). Only for a chunk nothing else refers to, with two or more small pieces; pieces from
+ * elsewhere leave the list as it is.
+ */
+function compactInto(chunk: Uint8Array, pieces: Uint8Array[]): void {
+  const buffer = chunk.buffer;
+  const start = chunk.byteOffset;
+  const end = start + chunk.length;
+  let small = 0;
+  for (const piece of pieces) {
+    if (piece.buffer !== buffer || piece.byteOffset < start || piece.byteOffset > end) return;
+    if (piece.length < COMPACT_PIECE) small++;
+  }
+  // Large pieces are written as they are (no copy): moving them would cost more than it saves.
+  if (small < 2) return;
+  const bytes = new Uint8Array(buffer);
+  let at = start;
+  for (const piece of pieces) {
+    // Each destination lies at or before its source: copyWithin moves like memmove.
+    if (piece.byteOffset !== at) {
+      bytes.copyWithin(at, piece.byteOffset, piece.byteOffset + piece.length);
+    }
+    at += piece.length;
+  }
+  pieces.length = 1;
+  pieces[0] = bytes.subarray(start, at);
 }
 
 /**
