@@ -5,9 +5,10 @@
  * sending, without a proxy: `scripts/bench_roles.ts`), websocketd running `cat` (or the C target
  * over stdio for the one-way rows), the floor (`scripts/floor_proxy.c`: a minimal C proxy, what
  * the kernel's work per message costs any proxy here) and Python websockify when
- * `/usr/bin/websockify` is installed, and prints a markdown table with ratios and the goals of issue 12, a table of how busy the
- * server and the load side were in each test (which side limited each figure), and the load
- * generator's headroom. `--only` takes a comma-separated list of the parts in PARTS.
+ * `/usr/bin/websockify` is installed, and prints a markdown table with ratios and the goals of
+ * issue 12, a table of how busy the server and the load side were in each test (which side
+ * limited each figure), and the load generator's headroom. `--only` takes a comma-separated list
+ * of the parts in PARTS.
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
  * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --no-optimize-for-size` shows
  * V8's default heap policy beside the flag main.ts applies (docs/decisions.md, "Memory under

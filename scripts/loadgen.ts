@@ -16,23 +16,16 @@ import { buildCached } from "../src/wrap/cc.ts";
 const SOURCE_URL = new URL("./loadgen.c", import.meta.url);
 
 /** Returns the path of a built loadgen, compiling it when the cache has none for this source. */
-export async function buildLoadgen(): Promise<string> {
-  return await buildCached({
-    source: await Deno.readTextFile(SOURCE_URL),
-    name: "loadgen",
-    flags: ["-O2"],
-    what: "the bench's load generator (scripts/loadgen.c)",
-  });
+export function buildLoadgen(): Promise<string> {
+  return buildScript(SOURCE_URL, "loadgen", "the bench's load generator (scripts/loadgen.c)");
 }
 
-const FLOOR_SOURCE_URL = new URL("./floor_proxy.c", import.meta.url);
-
 /** Returns the path of a built scripts/floor_proxy.c (the bench's "floor" column), as above. */
-export async function buildFloorProxy(): Promise<string> {
-  return await buildCached({
-    source: await Deno.readTextFile(FLOOR_SOURCE_URL),
-    name: "floor_proxy",
-    flags: ["-O2"],
-    what: "the bench's C floor proxy (scripts/floor_proxy.c)",
-  });
+export function buildFloorProxy(): Promise<string> {
+  const source = new URL("./floor_proxy.c", import.meta.url);
+  return buildScript(source, "floor_proxy", "the bench's C floor proxy (scripts/floor_proxy.c)");
+}
+
+async function buildScript(source: URL, name: string, what: string): Promise<string> {
+  return await buildCached({ source: await Deno.readTextFile(source), name, flags: ["-O2"], what });
 }

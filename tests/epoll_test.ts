@@ -36,6 +36,17 @@ async function dial(port: number): Promise<FdSocket> {
   return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port }, { exclusive: true });
 }
 
+/** Resolves once `condition()` holds, checking every 10 ms; fails after 5 s naming `what`. */
+function until(condition: () => boolean, what: string): Promise<void> {
+  return within(
+    (async () => {
+      while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    5000,
+    what,
+  );
+}
+
 function closed(socket: { once(event: string, listener: () => void): unknown }): Promise<void> {
   return new Promise((resolve) => socket.once("close", () => resolve()));
 }
@@ -152,13 +163,8 @@ Deno.test("FdSocket reads nothing while paused and everything once resumed", asy
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(chunks.length, 0);
     socket.resume();
-    await within(
-      (async () => {
-        while (Buffer.concat(chunks).toString() !== "while paused") {
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      })(),
-      5000,
+    await until(
+      () => Buffer.concat(chunks).toString() === "while paused",
       "the data after resume()",
     );
     const gone = closed(socket);
@@ -182,13 +188,7 @@ Deno.test("a paused FdSocket still in the epoll set leaves it when data comes, w
     const chunks: Buffer[] = [];
     socket.on("data", (chunk: Buffer) => chunks.push(chunk));
     peer!.write("one");
-    await within(
-      (async () => {
-        while (chunks.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      5000,
-      "the first chunk",
-    );
+    await until(() => chunks.length > 0, "the first chunk");
     // pause() keeps the registration (no system call); data arriving now must take the socket
     // out of the set, or the level-triggered loop would report it on every poll.
     socket.pause();
@@ -201,15 +201,7 @@ Deno.test("a paused FdSocket still in the epoll set leaves it when data comes, w
     assert.ok(cpuMs < 150, `the paused socket kept the loop busy: ${cpuMs} ms of CPU in 400 ms`);
     assert.equal(Buffer.concat(chunks).toString(), "one");
     socket.resume();
-    await within(
-      (async () => {
-        while (Buffer.concat(chunks).toString() !== "onetwo") {
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      })(),
-      5000,
-      "the data after resume()",
-    );
+    await until(() => Buffer.concat(chunks).toString() === "onetwo", "the data after resume()");
     const gone = closed(socket);
     socket.destroy();
     await within(gone, 5000, "close");

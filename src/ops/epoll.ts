@@ -403,9 +403,7 @@ export class FdSocket extends EventEmitter implements Watched {
     this.#finished = true;
     this.writable = false;
     this.#loop.shutdownWrite(this.fd);
-    // Both ways done: the close on the next tick (before any poll) takes an exclusive descriptor
-    // out of the set.
-    if (!(this.#readEnded && this.#exclusive)) this.#update();
+    this.#update();
     process.nextTick(() => {
       this.emit("finish");
       this.#closeIfDone();
@@ -426,6 +424,9 @@ export class FdSocket extends EventEmitter implements Watched {
     // A socket without interest leaves the set: epoll reports hang-ups and errors regardless of
     // the interest, and a paused or ended socket must not spin the loop.
     if (wanted === 0) {
+      // Both ways done: #closeIfDone closes it before the next poll, and an exclusive
+      // descriptor's close takes it out of the set.
+      if (this.#readEnded && this.#finished && this.#exclusive) return;
       if (!this.#registered) this.#interest = 0;
       else if (now || this.#readEnded || this.#interest !== (EPOLLIN | EPOLLRDHUP)) {
         this.#loop.unregister(this, false);

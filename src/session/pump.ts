@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
-import { SocketConnection } from "../targets/socket_target.ts";
+import { COALESCE_LIMIT, COALESCE_PIECE, SocketConnection } from "../targets/socket_target.ts";
 import type { DataOpcode } from "../websocket/framer.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
 import type { ByteCounts as ByteTotals } from "../ops/metrics.ts";
@@ -26,17 +26,8 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
-/**
- * Pieces under this size are joined before they are written (SocketConnection.writePieces), so a
- * chunk with two or more of them is compacted in place instead (compactInto).
- */
-const COMPACT_PIECE = 16 * 1024;
 /** Client chunks at least this large are released as soon as their pieces are written. */
 const RELEASE_CHUNK = 16 * 1024;
-/** Pieces at least this large are written on their own, never copied into a batch. */
-const COALESCE_PIECE = 16 * 1024;
-/** Largest single write to the target when several small messages are queued. */
-const COALESCE_LIMIT = 256 * 1024;
 
 /** Ends each client message in line mode (`--stdio-text`). */
 const NEWLINE = new Uint8Array([0x0a]);
@@ -287,9 +278,10 @@ function compactInto(chunk: Uint8Array, pieces: Uint8Array[]): void {
   let small = 0;
   for (const piece of pieces) {
     if (piece.buffer !== buffer || piece.byteOffset < start || piece.byteOffset > end) return;
-    if (piece.length < COMPACT_PIECE) small++;
+    if (piece.length < COALESCE_PIECE) small++;
   }
-  // Large pieces are written as they are (no copy): moving them would cost more than it saves.
+  // writePieces joins only pieces under COALESCE_PIECE by a copy and writes large ones as they
+  // are: with fewer than two small ones, moving them would cost more than it saves.
   if (small < 2) return;
   const bytes = new Uint8Array(buffer);
   let at = start;

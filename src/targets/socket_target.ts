@@ -19,9 +19,9 @@ const HIGH_WATER = 256 * 1024;
 /** How long a closing connection may take to flush what it had accepted. */
 const FLUSH_TIMEOUT_MS = 5000;
 /** Pieces at least this large are written on their own, never copied into a batch. */
-const COALESCE_PIECE = 16 * 1024;
+export const COALESCE_PIECE = 16 * 1024;
 /** Largest batch of small pieces copied into one write. */
-const COALESCE_LIMIT = 256 * 1024;
+export const COALESCE_LIMIT = 256 * 1024;
 /** A libc dial outlives the caller's connect timeout by this much, so the caller's message wins. */
 const KEEP_AFTER_TIMEOUT_MS = 1000;
 /**
