@@ -19,6 +19,7 @@ import {
   unmask,
   writeFrameHeader,
 } from "../src/websocket/framer.ts";
+import { hasSimdUnmask, SIMD_MIN, unmaskWords } from "../src/websocket/unmask.ts";
 import { clientFrame, concatBytes, deadline, RawClient } from "./_perf_helpers.ts";
 
 interface Recorded {
@@ -172,6 +173,38 @@ Deno.test("unmask() matches a byte-wise XOR at every offset and phase", () => {
       }
     }
   }
+});
+
+Deno.test("unmask() goes through WebAssembly SIMD from SIMD_MIN bytes and matches the JS loop", () => {
+  assert.ok(hasSimdUnmask(), "Deno has WebAssembly SIMD: the fast path must load");
+  const mask = new Uint8Array([0x9a, 0x0b, 0xfe, 0x41]);
+  // Around the threshold, both loops of the module (64 and 16 bytes), and over its 64 KiB window.
+  const lengths = [SIMD_MIN - 1, SIMD_MIN, SIMD_MIN + 13, 4095, 65535, 65536, 65537, 200_003];
+  for (const length of lengths) {
+    for (let offset = 0; offset < 4; offset++) {
+      for (let phase = 0; phase < 4; phase++) {
+        const source = pattern(length, length + offset * 4 + phase);
+        const fast = new Uint8Array(length + 4).subarray(offset, offset + length);
+        const slow = new Uint8Array(length + 4).subarray(offset, offset + length);
+        fast.set(source);
+        slow.set(source);
+        unmask(fast, mask, phase);
+        unmaskWords(slow, mask, phase);
+        const label = `length ${length} offset ${offset} phase ${phase}`;
+        assert.deepEqual(fast, slow, label);
+        assert.equal(fast[length - 1], source[length - 1]! ^ mask[(phase + length - 1) & 3]!, label);
+      }
+    }
+  }
+});
+
+Deno.test("FrameReader unmasks a 300 KB frame pushed in odd pieces (the SIMD path across pushes)", () => {
+  const payload = pattern(300_000, 7);
+  const { reader, seen } = recordingReader();
+  pushInPieces(reader, clientFrame(2, payload), [70_001, 1_023, 65_536, 5, 99_999]);
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(concatBytes(seen.data.map((piece) => piece.payload)), payload);
+  assert.equal(seen.data.at(-1)?.fin, true);
 });
 
 Deno.test("encodeFrameHeader() picks the 7-, 16- and 64-bit length forms at the limits", () => {

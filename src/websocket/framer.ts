@@ -10,6 +10,10 @@
  * @module
  */
 
+import { unmask } from "./unmask.ts";
+
+export { unmask };
+
 /** Opcode of a data message. */
 export type DataOpcode = 1 | 2;
 /** Opcode of a control frame: close, ping, pong. */
@@ -333,33 +337,6 @@ function isUtf8(bytes: Uint8Array): boolean {
 function readUint32(bytes: Uint8Array, at: number): number {
   return (bytes[at]! * 0x1000000) + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
     bytes[at + 3]!);
-}
-
-const wordMaskBytes = new Uint8Array(4);
-const wordMask = new Uint32Array(wordMaskBytes.buffer);
-
-/**
- * XORs `data` in place with the 4-byte `mask`, starting at mask byte `phase` (the payload
- * offset of `data[0]` modulo 4). Aligned middles go 32 bits at a time.
- */
-export function unmask(data: Uint8Array, mask: Uint8Array, phase: number): void {
-  const length = data.length;
-  let index = 0;
-  const head = Math.min((4 - (data.byteOffset & 3)) & 3, length);
-  for (; index < head; index++) data[index]! ^= mask[(phase + index) & 3]!;
-  const words = (length - index) >>> 2;
-  if (words > 0) {
-    const at = (phase + index) & 3;
-    wordMaskBytes[0] = mask[at]!;
-    wordMaskBytes[1] = mask[(at + 1) & 3]!;
-    wordMaskBytes[2] = mask[(at + 2) & 3]!;
-    wordMaskBytes[3] = mask[(at + 3) & 3]!;
-    const word = wordMask[0]!;
-    const view = new Uint32Array(data.buffer, data.byteOffset + index, words);
-    for (let w = 0; w < words; w++) view[w]! ^= word;
-    index += words * 4;
-  }
-  for (; index < length; index++) data[index]! ^= mask[(phase + index) & 3]!;
 }
 
 /** Size of the header of an unmasked frame carrying `length` payload bytes. */
