@@ -12,6 +12,7 @@ import {
 } from "./_helpers.ts";
 import { sample, scrape } from "./_metrics_helpers.ts";
 import { parseMetricsAddress } from "../src/cli.ts";
+import { HANDSHAKE_FAILURES } from "../src/ops/metrics.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -81,6 +82,16 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
   assert.equal(sample(before, "websockify_sessions_total"), 0);
   assert.equal(sample(before, 'websockify_connections_refused_total{reason="max_connections"}'), 0);
   assert.equal(sample(before, 'websockify_connections_refused_total{reason="per_ip"}'), 0);
+  for (const reason of HANDSHAKE_FAILURES) {
+    const series = `websockify_handshake_failures_total{reason="${reason}"}`;
+    assert.equal(sample(before, series), 0, `${series} is published from the start`);
+  }
+  // docs/deploy.md's table names exactly the series published, and every refusal reason.
+  const guide = await Deno.readTextFile(new URL("../docs/deploy.md", import.meta.url));
+  const documented = [...guide.matchAll(/^\| `(websockify_\w+)`/gm)].map((m) => m[1]).sort();
+  const published = [...before.matchAll(/^# TYPE (websockify_\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(documented, published);
+  for (const reason of HANDSHAKE_FAILURES) assert.ok(guide.includes(`\`${reason}\``), reason);
 
   const client = await connectClient(`ws://${proxy.address}/`);
   const payload = new Uint8Array(3000).map((_, index) => index % 251);
@@ -99,6 +110,20 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
     upgradeRequest("/", []).replace("Upgrade: websocket", "Upgrade: x"),
   );
   await rawExchange(proxy.port, upgradeRequest("/").replace("GET", "POST"));
+  // Requests that are no upgrade at all: plain (as through a front proxy that drops the Upgrade
+  // header), unreadable (node:http's 400), and with too large headers (431).
+  const answers = await Promise.all([
+    "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "NOT HTTP AT ALL\r\n\r\n",
+    `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`,
+  ].map(async (request) =>
+    decoder.decode(await rawExchange(proxy.port, request)).split("\r\n")[0]
+  ));
+  assert.deepEqual(answers, [
+    "HTTP/1.1 405 Method Not Allowed",
+    "HTTP/1.1 400 Bad request syntax",
+    "HTTP/1.1 431 Request Header Fields Too Large",
+  ]);
 
   const text = await scrapeUntil(base, "websockify_sessions_active", 0);
   assert.equal(sample(text, "websockify_sessions_active"), 0);
@@ -108,8 +133,9 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
     sample(text, 'websockify_bytes_total{direction="target_to_client"}'),
     3000 + GREETING.length,
   );
-  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="bad_request"}'), 1);
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="bad_request"}'), 3);
   assert.equal(sample(text, 'websockify_handshake_failures_total{reason="method"}'), 1);
+  assert.equal(sample(text, 'websockify_handshake_failures_total{reason="not_upgrade"}'), 1);
   assert.equal(sample(text, "websockify_session_duration_seconds_count"), 1);
   assert.equal(sample(text, "websockify_target_connect_failures_total"), 0);
   assert.equal(sample(text, "websockify_auth_failures_total"), 0);

@@ -41,8 +41,12 @@ export interface HttpHandlers {
   /** Largest client message in bytes (close 1009 above). */
   readonly maxMessageSize: number;
   readonly log: Log;
-  /** Told of refusals made here (malformed upgrade, method, internal failure), for metrics. */
-  onRefused?: (reason: "bad_request" | "method" | "internal") => void;
+  /**
+   * Told of refusals made here, for metrics: a malformed upgrade or an unreadable request
+   * (`bad_request`), a wrong method, a plain request where no `--web` serves one
+   * (`not_upgrade`), an internal failure.
+   */
+  onRefused?: (reason: "bad_request" | "method" | "not_upgrade" | "internal") => void;
 }
 
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -104,6 +108,9 @@ export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs: number
     }
     const status = KNOWN_METHODS.has(method) ? 405 : 501;
     const reason = status === 405 ? "Method Not Allowed" : `Unsupported method ('${method}')`;
+    // Without --web, a plain request on this port is a WebSocket client whose upgrade headers
+    // were lost on the way (a front proxy without `proxy_set_header Upgrade`) or a stray probe.
+    if (!handlers.onRequest) handlers.onRefused?.("not_upgrade");
     handlers.log.child({ peer: logPeer(request) }).info(
       `code ${status}, message ${reason}: "${method} ${req.url}"`,
     );
@@ -124,6 +131,7 @@ export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs: number
     const writable = socket.writable && !(socket as Socket).destroyed;
     if (!writable || error.code === "ECONNRESET") return void socket.destroy();
     const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+    handlers.onRefused?.("bad_request");
     socket.end(
       tooLarge
         ? errorResponse(431, "Request Header Fields Too Large")

@@ -10,7 +10,18 @@
 import client from "prom-client";
 
 /** Why an upgrade was refused (`websockify_handshake_failures_total{reason}`). */
-export type HandshakeFailure = "bad_request" | "method" | "origin" | "token" | "auth" | "internal";
+export type HandshakeFailure = typeof HANDSHAKE_FAILURES[number];
+
+/** Every reason, each published from 0 so that `rate()` and alerts see it before it happens. */
+export const HANDSHAKE_FAILURES = [
+  "bad_request",
+  "method",
+  "not_upgrade",
+  "origin",
+  "token",
+  "auth",
+  "internal",
+] as const;
 
 /** Why a connection was refused before HTTP (`websockify_connections_refused_total{reason}`). */
 export type ConnectionRefusal = "max_connections" | "per_ip";
@@ -72,10 +83,11 @@ export class Metrics {
     });
     this.#handshakeFailures = new client.Counter({
       name: "websockify_handshake_failures_total",
-      help: "WebSocket upgrades refused, by reason",
+      help: "Requests refused instead of upgraded to a WebSocket session, by reason",
       labelNames: ["reason"],
       registers,
     });
+    for (const reason of HANDSHAKE_FAILURES) this.#handshakeFailures.inc({ reason }, 0);
     this.#connectFailures = new client.Counter({
       name: "websockify_target_connect_failures_total",
       help: "Sessions whose target could not be reached",
