@@ -76,6 +76,11 @@ export interface WrapTarget {
 
 /** How long sessions get to close after a shutdown starts. */
 const SHUTDOWN_GRACE_MS = 3000;
+/**
+ * In a drain, a connection that has sent nothing this long after its accept is closed (a
+ * preconnect or a TCP check): a client's request follows its connect within a round trip.
+ */
+const SILENT_GRACE_MS = 1000;
 
 /** How a process of a `--workers` group starts its server. */
 export interface StartOptions {
@@ -260,6 +265,7 @@ export async function startServer(
     if (metrics) metrics.draining = true;
     log.info(reason);
     listener.stopAccepting();
+    listener.closeSilent(SILENT_GRACE_MS);
     // Kept-alive `--web` connections: idle ones close now, busy ones after their response.
     closeHttpServer(http);
     for (const session of sessions) session.shutdown();

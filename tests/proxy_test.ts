@@ -274,6 +274,56 @@ Deno.test("proxy closes sessions with 1001 and exits 0 on SIGTERM", async () => 
   assert.equal(status.code, 0);
 });
 
+Deno.test("SIGTERM closes connections silent for a second at once, and serves a late request", async () => {
+  await using echo = startEcho();
+  const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
+  // A browser's preconnect: connected, nothing sent. Then a client whose request is still coming.
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  const late = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const signalled = performance.now();
+  proxy.kill("SIGTERM");
+
+  const idleEnd = await within(idle.read(new Uint8Array(16)).catch(() => null), 5000, "idle close");
+  assert.equal(idleEnd, null, "the silent connection is closed without an answer");
+  const idleMs = performance.now() - signalled;
+  assert.ok(idleMs < 900, `closed ${Math.round(idleMs)} ms after SIGTERM, not at its grace`);
+  idle.close();
+
+  // 400 ms after its connect, under the second a silent connection is given: served, then closed
+  // with 1001 (going away) because the proxy drains.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await late.write(encoder.encode(upgradeRequest("/")));
+  let received = new Uint8Array(0);
+  const buffer = new Uint8Array(4096);
+  // A close frame (opcode 8, unmasked, short length) whose code is 1001, with any reason.
+  const hasClose = () =>
+    received.some((byte, i) =>
+      byte === 0x88 && received[i + 2] === 0x03 && received[i + 3] === 0xe9 &&
+      i + 2 + received[i + 1]! === received.length
+    );
+  await within(
+    (async () => {
+      while (!hasClose()) {
+        const count = await late.read(buffer);
+        if (count === null) break;
+        received = new Uint8Array([...received, ...buffer.subarray(0, count)]);
+      }
+    })(),
+    5000,
+    "101, then close 1001",
+  );
+  late.close();
+  assert.match(decoder.decode(received), /^HTTP\/1\.1 101 /);
+  assert.ok(hasClose(), `a 1001 close frame after the 101: ${received.slice(-8)}`);
+
+  assert.equal((await within(proxy.status, 8000, "exit")).code, 0);
+  const exitMs = performance.now() - signalled;
+  // Before this, the silent connection held the drain until its 3 s grace.
+  assert.ok(exitMs < 2500, `exited ${Math.round(exitMs)} ms after SIGTERM`);
+});
+
 Deno.test("proxy --run-once exits after the first WebSocket session", async () => {
   await using echo = startEcho();
   const proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`, "--run-once"]);

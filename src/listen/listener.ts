@@ -136,6 +136,8 @@ export class Listener {
   readonly #server: net.Server;
   readonly #options: ListenerOptions;
   readonly #sockets = new Set<ByteSocket>();
+  /** Connections that have sent nothing yet: when they were accepted, and their peer. */
+  readonly #silent = new Map<ByteSocket, { readonly at: number; readonly peer: string }>();
   /** Takes clients from the accept queue when the runtime's own accept starves (TCP only). */
   #rescue: LibcAcceptor | undefined;
   /** The listening socket on the epoll loop, which then accepts instead of `node:net`. */
@@ -186,6 +188,35 @@ export class Listener {
         // Already gone.
       }
     }
+  }
+
+  /**
+   * For a drain: closes the connections that have sent nothing since they were accepted at least
+   * `graceMs` ago (a browser's preconnect, a TCP health check), and each younger one once it is
+   * that old and still silent. A client whose request is on its way is served; an idle one does
+   * not hold the drain until its header timer or the drain's grace ends.
+   */
+  closeSilent(graceMs: number): void {
+    const now = performance.now();
+    for (const [socket, { at }] of this.#silent) {
+      const left = at + graceMs - now;
+      if (left <= 0) {
+        this.#closeSilent(socket);
+        continue;
+      }
+      setTimeout(() => {
+        if (this.#silent.has(socket)) this.#closeSilent(socket);
+      }, left);
+    }
+  }
+
+  #closeSilent(socket: ByteSocket): void {
+    const peer = this.#silent.get(socket)?.peer ?? "unknown";
+    this.#silent.delete(socket);
+    this.#options.log.child({ peer }).debug(
+      "Closing a connection that sent nothing: the proxy is draining",
+    );
+    socket.destroy();
   }
 
   /** Destroys every open connection. */
@@ -253,6 +284,7 @@ export class Listener {
     this.#rescue?.setActive(true);
     const closed = (which: ByteSocket) => {
       this.#sockets.delete(which);
+      this.#silent.delete(which);
       this.#options.onCountChange?.(this.#sockets.size);
       if (this.#sockets.size === 0) this.#rescue?.setActive(false);
     };
@@ -276,6 +308,7 @@ export class Listener {
       ? this.#options.listen.path
       : formatPeer(socket.remoteAddress, socket.remotePort);
     const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
+    this.#silent.set(socket, { at: performance.now(), peer });
     const timeoutMs = this.#options.headerTimeoutMs;
     let timer = timeoutMs > 0
       ? setTimeout(() => {
@@ -320,6 +353,7 @@ export class Listener {
   ): void {
     let received: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
+      this.#silent.delete(socket);
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
       const header = parseProxyHeader(received);
       if (header.kind === "incomplete") return;
@@ -347,6 +381,7 @@ export class Listener {
    */
   #sniff(socket: net.Socket | FdSocket, info: Omit<ConnectionInfo, "secure">): void {
     (socket as ByteSocket).once("data", (first: Buffer) => {
+      this.#silent.delete(socket);
       socket.pause();
       const byte = first[0];
       const handshake = byte === 0x16 || byte === 0x80;
