@@ -192,6 +192,7 @@ export async function startServer(
       serveConnection(http, socket, head);
     },
     reusePort: start.reusePort ?? false,
+    ...(metrics ? { onTlsFailure: metrics.tlsFailed.bind(metrics) } : {}),
     onCountChange: (count) => {
       armIdleTimer(count);
       checkDrained();

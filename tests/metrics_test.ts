@@ -12,7 +12,7 @@ import {
 } from "./_helpers.ts";
 import { sample, scrape } from "./_metrics_helpers.ts";
 import { parseMetricsAddress } from "../src/cli.ts";
-import { HANDSHAKE_FAILURES } from "../src/ops/metrics.ts";
+import { HANDSHAKE_FAILURES, TLS_FAILURES } from "../src/ops/metrics.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -91,7 +91,9 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
   const documented = [...guide.matchAll(/^\| `(websockify_\w+)`/gm)].map((m) => m[1]).sort();
   const published = [...before.matchAll(/^# TYPE (websockify_\w+)/gm)].map((m) => m[1]).sort();
   assert.deepEqual(documented, published);
-  for (const reason of HANDSHAKE_FAILURES) assert.ok(guide.includes(`\`${reason}\``), reason);
+  for (const reason of [...HANDSHAKE_FAILURES, ...TLS_FAILURES]) {
+    assert.ok(guide.includes(`\`${reason}\``), reason);
+  }
 
   const client = await connectClient(`ws://${proxy.address}/`);
   const payload = new Uint8Array(3000).map((_, index) => index % 251);

@@ -4,8 +4,11 @@ import { X509Certificate } from "node:crypto";
 import { WebSocket } from "ws";
 import { runMain } from "./_helpers.ts";
 import { makeTestPki, spawnProxy, startEchoServer, type TestPki } from "./_tls_helpers.ts";
+import { sample, scrape } from "./_metrics_helpers.ts";
+import { TLS_FAILURES } from "../src/ops/metrics.ts";
 
 const pki: TestPki = await makeTestPki();
+const encoder = new TextEncoder();
 const read = (path: string) => Deno.readTextFileSync(path);
 
 interface ClientOptions {
@@ -102,6 +105,57 @@ Deno.test("main.ts --verify-client accepts CA-signed clients and refuses others"
   await proxy.waitFor(/Client certificate refused: Client certificate 'CN=alice' is not issued/);
   const plain = await exchange(`ws://127.0.0.1:${proxy.port}/`);
   assert.deepEqual(plain, { echoed: "ping" }, "without --ssl-only plain clients still work");
+});
+
+Deno.test("--metrics counts connections that end at the TLS layer, by reason, and logs why", async () => {
+  await using echo = await startEchoServer();
+  const metricsArgs = ["--metrics", "127.0.0.1:0", "127.0.0.1:0", `127.0.0.1:${echo.port}`];
+  await using proxy = await spawnProxy([
+    ...TLS_ARGS,
+    "--verify-client",
+    "--cafile",
+    pki.caCert,
+    "--ssl-only",
+    ...metricsArgs,
+  ]);
+  const base = `http://${(await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /))[1]}`;
+  const series = (reason: string) => `websockify_tls_failures_total{reason="${reason}"}`;
+  const before = await scrape(base);
+  for (const reason of TLS_FAILURES) assert.equal(sample(before, series(reason)), 0, reason);
+
+  const url = `wss://localhost:${proxy.port}/`;
+  // Refused client certificates: none at all, and a self-signed one with a listed name.
+  assert.ok("error" in await exchange(url));
+  await proxy.waitFor(/Client certificate refused: the client sent none \(--verify-client\)/);
+  assert.ok("error" in await exchange(url, { cert: pki.rogueAliceCert, key: pki.rogueAliceKey }));
+  // A client that does not trust the proxy's certificate ends the handshake itself.
+  assert.ok("error" in await exchange(url, { ca: pki.otherCaCert }));
+  await proxy.waitFor(/TLS handshake failed: the client does not trust the certificate/);
+  // A TLS record of garbage, and a plain request under --ssl-only.
+  for (const bytes of [[0x16, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4], [...encoder.encode("GET / ")]]) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    await conn.write(new Uint8Array(bytes));
+    assert.equal(await conn.read(new Uint8Array(64)).catch(() => null), null);
+    conn.close();
+  }
+  assert.deepEqual(await exchange(url, { cert: pki.aliceCert, key: pki.aliceKey }), {
+    echoed: "ping",
+  });
+
+  const deadline = Date.now() + 5000;
+  let text = await scrape(base);
+  while (sample(text, series("handshake")) < 2 && Date.now() < deadline) text = await scrape(base);
+  assert.equal(sample(text, series("client_certificate")), 2);
+  assert.equal(sample(text, series("handshake")), 2);
+  assert.equal(sample(text, series("not_tls")), 1);
+  assert.equal(sample(text, series("no_certificate")), 0);
+  assert.equal(sample(text, "websockify_sessions_total"), 1);
+
+  // TLS on a proxy whose certificate file is missing.
+  await using bare = await spawnProxy(["--cert", `${pki.dir}/missing.pem`, ...metricsArgs]);
+  const bareBase = `http://${(await bare.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /))[1]}`;
+  assert.ok("error" in await exchange(`wss://localhost:${bare.port}/`));
+  assert.equal(sample(await scrape(bareBase), series("no_certificate")), 1);
 });
 
 Deno.test("main.ts survives a client that stalls in the TLS handshake", async () => {

@@ -14,6 +14,7 @@ import tls from "node:tls";
 import type { ListenConfig } from "../config.ts";
 import { errorMessage, StartupError } from "../errors.ts";
 import type { Log } from "../ops/log.ts";
+import type { TlsFailure } from "../ops/metrics.ts";
 import { duplicateDescriptor, type FdListener, FdSocket, openEpoll } from "../ops/epoll.ts";
 import { parseUpgradeHead, type UpgradeHead } from "../http/upgrade_head.ts";
 import type { ByteSocket, ClientIdentity } from "../types.ts";
@@ -40,6 +41,14 @@ export interface ConnectionInfo {
   /** The connection now goes on over `next` ({@link moveToEpoll}); the listener counts that one. */
   readonly movedTo?: (next: ByteSocket) => void;
 }
+
+/** Alerts by which a client says it does not trust the proxy's certificate. */
+const DISTRUST_ALERTS = new Set([
+  "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA",
+  "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE",
+  "ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+  "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED",
+]);
 
 /** The server-side TLS provider (see `src/listen/tls.ts`). */
 export interface TlsProvider {
@@ -75,6 +84,8 @@ export interface ListenerOptions {
   ) => void;
   /** Called whenever the number of open connections changes. */
   readonly onCountChange?: (count: number) => void;
+  /** Told of each connection that ends at the TLS layer, for metrics. */
+  readonly onTlsFailure?: (reason: TlsFailure) => void;
   /** `--trusted-proxy`: handed on in each {@link ConnectionInfo}. */
   readonly trustedProxies?: TrustedProxies;
   /** `--proxy-protocol`: every connection starts with a PROXY v1/v2 header. @default false */
@@ -419,6 +430,7 @@ export class Listener {
   }
 
   #refusePlain(socket: ByteSocket, peer: string): void {
+    this.#options.onTlsFailure?.("not_tls");
     this.#options.log.child({ peer }).info("non-SSL connection received but disallowed");
     socket.destroy();
   }
@@ -454,20 +466,44 @@ export class Listener {
   #startTls(socket: net.Socket, info: ConnectionInfo): void {
     const log = this.#options.log.child({ peer: info.peer });
     const provider = this.#options.tls;
+    const failed = this.#options.onTlsFailure;
     if (!provider) {
+      failed?.("no_certificate");
       log.info(`SSL connection but '${this.#options.certPath}' not found`);
       socket.destroy();
       return;
     }
     const secure = new tls.TLSSocket(socket, provider.socketOptions());
-    secure.on("error", (error: Error) => {
-      log.debug(`TLS error: ${error.message}`);
+    let handshaken = false;
+    secure.on("error", (error: Error & { code?: string }) => {
+      // After the handshake an error is the connection's (a reset), not TLS's.
+      if (!handshaken) {
+        if (error.code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") {
+          failed?.("client_certificate");
+          log.info("Client certificate refused: the client sent none (--verify-client)");
+        } else if (DISTRUST_ALERTS.has(error.code ?? "")) {
+          failed?.("handshake");
+          log.info(
+            `TLS handshake failed: the client does not trust the certificate ` +
+              `(${error.message}): install its CA on the client, or use a certificate from a CA ` +
+              `the client trusts`,
+          );
+        } else {
+          failed?.("handshake");
+          log.debug(`TLS error: ${error.message}`);
+        }
+      } else {
+        log.debug(`TLS error: ${error.message}`);
+      }
+      handshaken = true;
       socket.destroy();
     });
     secure.once("secure", () => {
+      handshaken = true;
       try {
         provider.authorize(secure);
       } catch (error) {
+        failed?.("client_certificate");
         log.info(`Client certificate refused: ${errorMessage(error)}`);
         secure.destroy();
         socket.destroy();

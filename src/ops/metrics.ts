@@ -23,6 +23,20 @@ export const HANDSHAKE_FAILURES = [
   "internal",
 ] as const;
 
+/**
+ * Why a connection ended before HTTP at the TLS layer (`websockify_tls_failures_total{reason}`):
+ * the handshake failed (the client rejected the certificate, or spoke no TLS the server takes),
+ * `--verify-client` refused its certificate, TLS came but the proxy has no certificate, or
+ * `--ssl-only` refused a plain client.
+ */
+export const TLS_FAILURES = [
+  "handshake",
+  "client_certificate",
+  "no_certificate",
+  "not_tls",
+] as const;
+export type TlsFailure = typeof TLS_FAILURES[number];
+
 /** Why a connection was refused before HTTP (`websockify_connections_refused_total{reason}`). */
 export type ConnectionRefusal = "max_connections" | "per_ip";
 
@@ -55,6 +69,7 @@ export class Metrics {
   readonly #connectFailures: client.Counter;
   readonly #authFailures: client.Counter;
   readonly #refused: client.Counter<"reason">;
+  readonly #tlsFailures: client.Counter<"reason">;
   readonly #duration: client.Histogram;
 
   constructor() {
@@ -105,6 +120,13 @@ export class Metrics {
       registers,
     });
     for (const reason of ["max_connections", "per_ip"]) this.#refused.inc({ reason }, 0);
+    this.#tlsFailures = new client.Counter({
+      name: "websockify_tls_failures_total",
+      help: "Connections that ended at the TLS layer before HTTP, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const reason of TLS_FAILURES) this.#tlsFailures.inc({ reason }, 0);
     new client.Gauge({
       name: "websockify_processes",
       help: "Processes serving (summed over a --workers group)",
@@ -141,6 +163,11 @@ export class Metrics {
   /** A session's target could not be dialled. */
   targetConnectFailed(): void {
     this.#connectFailures.inc();
+  }
+
+  /** A connection ended at the TLS layer. */
+  tlsFailed(reason: TlsFailure): void {
+    this.#tlsFailures.inc({ reason });
   }
 
   /** A connection was refused by `--max-connections` or the per-address limit. */
