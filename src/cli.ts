@@ -195,6 +195,12 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "flag",
   },
   {
+    flags: "--permessage-deflate",
+    description:
+      "compress messages (WebSocket permessage-deflate) with clients that offer it; costs CPU per message",
+    kind: "flag",
+  },
+  {
     flags: "--connect-timeout <N>",
     description: "seconds allowed for connecting to the target",
     kind: "seconds",
@@ -513,6 +519,7 @@ function buildConfig(
       runOnce: flag("runOnce"),
     },
     strictBinary: flag("strictBinary"),
+    permessageDeflate: flag("permessageDeflate"),
     daemon: flag("daemon"),
     workers: parseWorkers(values["workers"]),
     // Operations: metrics, health, admission limits.

@@ -175,6 +175,11 @@ export interface Config {
   readonly limits: LimitsConfig;
   /** `--strict-binary`: close text messages with 1003 as upstream. @default false */
   readonly strictBinary: boolean;
+  /**
+   * `--permessage-deflate`: accept the WebSocket compression extension (RFC 7692, no context
+   * takeover) when a client offers it. @default false
+   */
+  readonly permessageDeflate: boolean;
   /** `-D`: detach and run in the background. @default false */
   readonly daemon: boolean;
   /** `--workers`: processes sharing the listening port. @default 1 */

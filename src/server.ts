@@ -117,6 +117,7 @@ export async function startServer(
   const http = createHttpServer({
     ...(web ? { onRequest: web } : {}),
     maxMessageSize: config.limits.maxMessageSize,
+    permessageDeflate: config.permessageDeflate,
     log,
     ...(metrics
       ? { onRefused: (reason: HandshakeFailure) => metrics.handshakeFailed(reason) }

@@ -68,20 +68,27 @@ export function deadline<T>(promise: Promise<T>, ms: number, what: string): Prom
 export class RawClient {
   #conn: Deno.TcpConn;
   #buffer: Uint8Array = new Uint8Array(0);
+  /** The server's 101 response head (status line and headers). */
+  head = "";
 
   private constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
   }
 
-  /** Connects to `port` and completes the opening handshake on `path`. */
-  static async open(port: number, path = "/"): Promise<RawClient> {
+  /**
+   * Connects to `port` and completes the opening handshake on `path`, with `headers` (lines
+   * such as `Sec-WebSocket-Extensions: permessage-deflate`) added to the request.
+   */
+  static async open(port: number, path = "/", headers: string[] = []): Promise<RawClient> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     const client = new RawClient(conn);
     const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n";
+      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n" +
+      headers.map((line) => `${line}\r\n`).join("") + "\r\n";
     await client.write(new TextEncoder().encode(request));
     const head = await client.#readUntilHeadEnd();
+    client.head = head;
     if (!head.startsWith("HTTP/1.1 101")) {
       conn.close();
       throw new Error(`Handshake refused: "${head.split("\r\n")[0]}"`);
@@ -115,8 +122,10 @@ export class RawClient {
     }
   }
 
-  /** Reads one server frame; `null` at end of stream. */
-  async readFrame(): Promise<{ opcode: number; fin: boolean; payload: Uint8Array } | null> {
+  /** Reads one server frame (`rsv1`: compressed); `null` at end of stream. */
+  async readFrame(): Promise<
+    { opcode: number; fin: boolean; rsv1: boolean; payload: Uint8Array } | null
+  > {
     for (;;) {
       const b = this.#buffer;
       if (b.length >= 2) {
@@ -129,7 +138,13 @@ export class RawClient {
           if (b.length >= size + length) {
             const payload = b.slice(size, size + length);
             this.#buffer = b.subarray(size + length);
-            return { opcode: b[0]! & 0x0f, fin: (b[0]! & 0x80) !== 0, payload };
+            const first = b[0]!;
+            return {
+              opcode: first & 0x0f,
+              fin: (first & 0x80) !== 0,
+              rsv1: (first & 0x40) !== 0,
+              payload,
+            };
           }
         }
       }

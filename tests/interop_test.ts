@@ -56,10 +56,25 @@ Deno.test("websockets (Python asyncio) sends bytes, str, async-iterator fragment
   await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${echo.port}`]);
   const results = await runPythonClient("websockets_client.py", `ws://127.0.0.1:${proxy.port}/`);
   assert.equal(results["protocol"], "binary");
+  assert.deepEqual(results["extensions"], [], "compression is off without --permessage-deflate");
   assertEchoed(results, ["binary", "text", "fragmented", "fragmented_text", "one_mib"]);
   assert.equal(results["ping"], true);
   assert.equal(results["close_code"], 1000);
   assert.equal(results["close_reason"], "done");
+});
+
+Deno.test("websockets (Python asyncio) with --permessage-deflate: every message compressed, all echoed", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "--permessage-deflate",
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+  ]);
+  const results = await runPythonClient("websockets_client.py", `ws://127.0.0.1:${proxy.port}/`);
+  assert.deepEqual(results["extensions"], ["permessage-deflate"]);
+  assertEchoed(results, ["binary", "text", "fragmented", "fragmented_text", "one_mib"]);
+  assert.equal(results["ping"], true);
+  assert.equal(results["close_code"], 1000);
 });
 
 // Raw frames: the proxy's protocol handling (done by `ws`) seen byte by byte.

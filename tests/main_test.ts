@@ -46,6 +46,7 @@ const ALL_FLAGS = [
   "--origin <LIST>",
   "--heartbeat <N>",
   "--strict-binary",
+  "--permessage-deflate",
   "--connect-timeout <N>",
   "--header-timeout <N>",
   "--max-message-size <BYTES>",

@@ -14,6 +14,7 @@ import { WebSocketChannel } from "../websocket/channel.ts";
 import { AuthError, errorMessage, HttpError, TokenLookupError } from "../errors.ts";
 import { writeAuthError } from "../auth/response.ts";
 import { checkUpgrade, switchingProtocolsResponse } from "../websocket/handshake.ts";
+import { negotiateDeflate } from "../websocket/deflate.ts";
 import { errorPage, errorResponse } from "./http_response.ts";
 import { connectionInfo, moveToEpoll } from "../listen/listener.ts";
 import { FdSocket } from "../ops/epoll.ts";
@@ -40,6 +41,8 @@ export interface HttpHandlers {
   onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, request: RequestInfo) => void;
   /** Largest client message in bytes (close 1009 above). */
   readonly maxMessageSize: number;
+  /** `--permessage-deflate`: accept the compression extension when a client offers it. */
+  readonly permessageDeflate?: boolean;
   readonly log: Log;
   /**
    * Told of refusals made here, for metrics: a malformed upgrade or an unreadable request
@@ -259,11 +262,19 @@ async function handleUpgrade(
   socket.setNoDelay(true);
   // A plain connection goes on outside node:net from here (src/ops/epoll.ts).
   const moved = moveToEpoll(socket, head);
+  const deflate = handlers.permessageDeflate
+    ? negotiateDeflate(header(req, "sec-websocket-extensions"))
+    : undefined;
   moved.socket.write(
-    switchingProtocolsResponse(header(req, "sec-websocket-key") ?? "", check.protocol),
+    switchingProtocolsResponse(
+      header(req, "sec-websocket-key") ?? "",
+      check.protocol,
+      deflate?.response,
+    ),
   );
   const channel = new WebSocketChannel(moved.socket, moved.head, {
     maxMessageSize: handlers.maxMessageSize,
+    deflate,
   });
   handlers.onWebSocket(channel, request, admitted);
 }

@@ -19,9 +19,11 @@ import {
   encodePongFrame,
   frameHeaderSize,
   FrameReader,
+  isUtf8,
   OPCODE,
   writeFrameHeader,
 } from "./framer.ts";
+import { deflateMessage, type DeflateParams, inflateMessage } from "./deflate.ts";
 
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
@@ -52,6 +54,8 @@ export interface ChannelHandlers {
 export interface ChannelOptions {
   /** Largest client message in bytes (close 1009 above); 0 means no limit. */
   readonly maxMessageSize: number;
+  /** permessage-deflate as negotiated in the handshake (`--permessage-deflate`); absent: off. */
+  readonly deflate?: DeflateParams | undefined;
 }
 
 /** A WebSocket connection after the 101 response, driven by the framer. */
@@ -65,6 +69,10 @@ export class WebSocketChannel {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #head: Uint8Array;
   #held: Uint8Array[] = [];
+  #deflate: DeflateParams | undefined;
+  #maxMessageSize: number;
+  /** Compressed pieces of the client message in progress (copies: inflated at its end). */
+  #compressed: Uint8Array[] = [];
 
   /**
    * Takes over `socket` (paused until {@link start}); `head` holds bytes read past the request
@@ -73,16 +81,15 @@ export class WebSocketChannel {
   constructor(socket: ByteSocket, head: Uint8Array, options: ChannelOptions) {
     this.socket = socket;
     this.#head = head;
+    this.#deflate = options.deflate;
+    this.#maxMessageSize = options.maxMessageSize;
     socket.pause();
     this.#reader = new FrameReader({
       maxMessageSize: options.maxMessageSize,
+      compression: options.deflate !== undefined,
       onData: (payload, opcode, fin) => this.#data(payload, opcode, fin),
       onControl: (opcode, payload) => this.#control(opcode, payload),
-      onError: (code) => {
-        this.#closeCode = code;
-        this.close(code);
-        this.#end();
-      },
+      onError: (code) => this.#fail(code),
     });
   }
 
@@ -143,16 +150,24 @@ export class WebSocketChannel {
   send(payload: Uint8Array, release = false, text = false): void {
     if (!this.isOpen) return;
     const opcode = text ? OPCODE.text : OPCODE.binary;
+    const deflated = this.#deflate && deflateMessage(payload, this.#deflate);
+    if (deflated) {
+      // RSV1: a compressed message (the caller's buffer is not held; the GC frees it).
+      payload = deflated;
+      release = false;
+    }
     const headerSize = frameHeaderSize(payload.length);
     if (payload.length <= COPY_LIMIT) {
       const frame = Buffer.allocUnsafe(headerSize + payload.length);
       writeFrameHeader(frame, headerSize, opcode, payload.length);
+      if (deflated) frame[0]! |= 0x40;
       frame.set(payload, headerSize);
       this.socket.write(frame);
       return;
     }
     const header = Buffer.allocUnsafe(headerSize);
     writeFrameHeader(header, headerSize, opcode, payload.length);
+    if (deflated) header[0]! |= 0x40;
     this.socket.cork();
     this.socket.write(header);
     this.socket.write(payload, release ? () => releaseBuffer(payload) : undefined);
@@ -210,6 +225,7 @@ export class WebSocketChannel {
   // pieces are views into the socket's chunks, bounded by the maximum message size.
   #data(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void {
     if (this.#closeSent || !this.#handlers) return;
+    if (this.#reader.compressed) return this.#inflate(payload, opcode, fin);
     if (!this.#reader.fragmented) {
       this.#handlers.onData(payload, opcode, fin);
       return;
@@ -221,6 +237,29 @@ export class WebSocketChannel {
     for (let index = 0; index < held.length; index++) {
       this.#handlers.onData(held[index]!, opcode, index === held.length - 1);
     }
+  }
+
+  // A compressed message is collected (copied: the pieces are views of the socket's chunks) and
+  // inflated whole at its end, then checked as UTF-8 when it is text; the reader has already
+  // bounded its compressed size, inflateMessage bounds the inflated one.
+  #inflate(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void {
+    // A copy: `payload` may be a Buffer, whose slice() is a view.
+    if (payload.length > 0) this.#compressed.push(new Uint8Array(payload));
+    if (!fin) return;
+    const pieces = this.#compressed;
+    this.#compressed = [];
+    const message = inflateMessage(pieces, this.#maxMessageSize);
+    if (!(message instanceof Uint8Array)) return this.#fail(message.code, message.reason);
+    if (opcode === OPCODE.text && !isUtf8(message)) {
+      return this.#fail(1007, "Invalid UTF-8 sequence");
+    }
+    this.#handlers!.onData(message, opcode, true);
+  }
+
+  #fail(code: number, reason?: string): void {
+    this.#closeCode = code;
+    this.close(code, reason);
+    this.#end();
   }
 
   // A second end() makes node:stream build an ERR_STREAM_ALREADY_FINISHED error (with a stack

@@ -36,6 +36,12 @@ export interface FrameReaderOptions {
   /** Check that text messages are UTF-8 (1007 otherwise), as `ws` does. @default true */
   readonly validateUtf8?: boolean;
   /**
+   * permessage-deflate was negotiated: RSV1 may be set on a message's first frame, marking it
+   * compressed ({@link FrameReader.compressed}); such text is not checked here (its inflated
+   * bytes are, by the caller). @default false
+   */
+  readonly compression?: boolean;
+  /**
    * A piece of a data message's payload, unmasked; a view into the pushed chunk, valid until
    * the callback returns unless the caller owns the chunk. `fin` marks the message's last piece
    * (a message may end with an empty piece).
@@ -76,6 +82,8 @@ export function isValidCloseCode(code: number): boolean {
 export class FrameReader {
   #maxMessageSize: number;
   #validateUtf8: boolean;
+  #compression: boolean;
+  #compressed = false;
   #onData: FrameReaderOptions["onData"];
   #onControl: FrameReaderOptions["onControl"];
   #onError: FrameReaderOptions["onError"];
@@ -103,6 +111,7 @@ export class FrameReader {
   constructor(options: FrameReaderOptions) {
     this.#maxMessageSize = options.maxMessageSize ?? 0;
     this.#validateUtf8 = options.validateUtf8 ?? true;
+    this.#compression = options.compression ?? false;
     this.#onData = options.onData;
     this.#onControl = options.onControl;
     this.#onError = options.onError;
@@ -114,6 +123,11 @@ export class FrameReader {
    */
   get fragmented(): boolean {
     return !this.#fin || this.#opcode === 0;
+  }
+
+  /** During `onData`: whether the message is compressed (RSV1 on its first frame). */
+  get compressed(): boolean {
+    return this.#compressed;
   }
 
   /** Whether the reader has stopped: a close frame arrived or the input was invalid. */
@@ -203,7 +217,11 @@ export class FrameReader {
     const fin = (byte0 & 0x80) !== 0;
     const lengthCode = byte1 & 0x7f;
     if ((byte0 & 0x30) !== 0) return this.#fail(1002, "RSV2 and RSV3 must be clear");
-    if ((byte0 & 0x40) !== 0) return this.#fail(1002, "RSV1 must be clear");
+    const rsv1 = (byte0 & 0x40) !== 0;
+    // With permessage-deflate RSV1 marks a compressed message, on its first frame only.
+    if (rsv1 && (!this.#compression || opcode === 0 || opcode >= 8)) {
+      return this.#fail(1002, "RSV1 must be clear");
+    }
     if (opcode === 0) {
       if (this.#messageOpcode === 0) return this.#fail(1002, "Invalid opcode 0");
     } else if (opcode === 1 || opcode === 2) {
@@ -217,6 +235,7 @@ export class FrameReader {
       return this.#fail(1002, `Invalid opcode ${opcode}`);
     }
     if ((byte1 & 0x80) === 0) return this.#fail(1002, "MASK must be set");
+    if (opcode === 1 || opcode === 2) this.#compressed = rsv1;
     this.#fin = fin;
     this.#opcode = opcode;
     return true;
@@ -235,7 +254,7 @@ export class FrameReader {
     if (opcode !== 0) {
       this.#messageOpcode = opcode as DataOpcode;
       this.#messageSize = 0;
-      if (opcode === 1 && this.#validateUtf8) {
+      if (opcode === 1 && this.#validateUtf8 && !this.#compressed) {
         this.#utf8 ??= new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
       }
     }
@@ -268,7 +287,9 @@ export class FrameReader {
   #emit(payload: Uint8Array, fin: boolean): void {
     const opcode = this.#messageOpcode as DataOpcode;
     if (fin) this.#messageOpcode = 0;
-    if (opcode === 1 && this.#validateUtf8 && !this.#checkUtf8(payload, fin)) return;
+    if (opcode === 1 && this.#validateUtf8 && !this.#compressed && !this.#checkUtf8(payload, fin)) {
+      return;
+    }
     this.#onData(payload, opcode, fin);
   }
 
@@ -325,7 +346,7 @@ export class FrameReader {
 
 const utf8Checker = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-function isUtf8(bytes: Uint8Array): boolean {
+export function isUtf8(bytes: Uint8Array): boolean {
   try {
     utf8Checker.decode(bytes);
     return true;

@@ -61,11 +61,16 @@ const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /**
  * The 101 response accepting an upgrade with `key` (RFC 6455 §4.2.2), answering `protocol` when
- * one was selected; the same bytes `ws` sends.
+ * one was selected and `extensions` when one was accepted; the same bytes `ws` sends.
  */
-export function switchingProtocolsResponse(key: string, protocol: string | undefined): string {
+export function switchingProtocolsResponse(
+  key: string,
+  protocol: string | undefined,
+  extensions?: string,
+): string {
   const accept = createHash("sha1").update(key.trim() + WEBSOCKET_GUID).digest("base64");
   return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
     `Sec-WebSocket-Accept: ${accept}\r\n` +
-    (protocol === undefined ? "" : `Sec-WebSocket-Protocol: ${protocol}\r\n`) + "\r\n";
+    (protocol === undefined ? "" : `Sec-WebSocket-Protocol: ${protocol}\r\n`) +
+    (extensions === undefined ? "" : `Sec-WebSocket-Extensions: ${extensions}\r\n`) + "\r\n";
 }

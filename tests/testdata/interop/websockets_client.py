@@ -1,7 +1,8 @@
 """Drives the proxy with the asyncio `websockets` library (python3-websockets); prints one JSON
 object of results.
 
-Usage: websockets_client.py URL.
+Usage: websockets_client.py URL. The library offers permessage-deflate (its default): with the
+proxy's --permessage-deflate every message is sent compressed.
 """
 import asyncio
 import json
@@ -33,6 +34,7 @@ async def main():
         url, subprotocols=["binary"], max_size=16 * 1024 * 1024, open_timeout=10
     ) as ws:
         results["protocol"] = ws.subprotocol
+        results["extensions"] = [extension.name for extension in ws.extensions]
 
         payload = os.urandom(1000)
         await ws.send(payload)
