@@ -342,6 +342,8 @@ export interface ProxySpec {
   webAuth?: boolean;
   /** Allowed `Origin` values. */
   origins?: readonly string[];
+  /** `--permessage-deflate` (ours only: upstream has no compression). */
+  permessageDeflate?: boolean;
 }
 
 /** Builds the command line of a proxy; `port` is the port to listen on (0 = let it choose). */
@@ -384,6 +386,7 @@ export const PYTHON_WEBSOCKIFY: ProxyCommand = {
       );
     }
     if (spec.webAuth) args.push("--web-auth");
+    if (spec.permessageDeflate) throw new Error("Python websockify has no permessage-deflate");
     args.push(`127.0.0.1:${port}`, spec.target);
     return { command: "/usr/bin/websockify", args };
   },
@@ -408,6 +411,7 @@ export const DENO_WEBSOCKIFY: ProxyCommand = {
     }
     if (spec.webAuth) args.push("--web-auth");
     if (spec.origins !== undefined) args.push("--origin", spec.origins.join(","));
+    if (spec.permessageDeflate) args.push("--permessage-deflate");
     args.push(`127.0.0.1:${port}`, spec.target);
     return { command: Deno.execPath(), args };
   },

@@ -161,6 +161,30 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "noVNC through --permessage-deflate: Chromium negotiates compression and the desktop is live",
+  bounded(async () => {
+    await using vnc = await startXvnc({ geometry: "800x600", depth: 24 });
+    await setRootColour(vnc.display, hex(ORANGE));
+    await using proxy = await startProxy(PROXY, {
+      target: `127.0.0.1:${vnc.port}`,
+      web: NOVNC_ROOT,
+      permessageDeflate: true,
+    });
+    await using chromium = await launchChromium();
+    const page = await chromium.browser.newPage({ viewport: { width: 1024, height: 768 } });
+    page.setDefaultTimeout(PAGE_TIMEOUT_MS);
+    const url = `http://127.0.0.1:${proxy.port}/vnc.html?autoconnect=true&resize=off` +
+      `&path=websockify&logging=warn`;
+    assert.equal((await page.goto(url))?.status(), 200);
+    await page.locator("#noVNC_status", { hasText: "Connected" }).waitFor();
+    await waitForCanvas(page, expect([...OUTSIDE, ...INSIDE], ORANGE));
+    await setRootColour(vnc.display, hex(BLUE));
+    await waitForCanvas(page, expect([...OUTSIDE, ...INSIDE], BLUE));
+    assert.match(proxy.process.output, /Compression: permessage-deflate/);
+  }),
+);
+
 /** The result of the page's `echo()` (tests/testdata/novnc/echo.html). */
 interface EchoResult {
   opened: boolean;

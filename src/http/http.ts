@@ -265,6 +265,7 @@ async function handleUpgrade(
   const deflate = handlers.permessageDeflate
     ? negotiateDeflate(header(req, "sec-websocket-extensions"))
     : undefined;
+  if (deflate) log.infoBatched("Compression: permessage-deflate");
   moved.socket.write(
     switchingProtocolsResponse(
       header(req, "sec-websocket-key") ?? "",
