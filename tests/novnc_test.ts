@@ -14,12 +14,15 @@ import {
   DENO_WEBSOCKIFY,
   launchChromium,
   NOVNC_ROOT,
+  type ProxySpec,
   PYTHON_WEBSOCKIFY,
+  type RunningProxy,
   setRootColour,
   startEchoServer,
   startProxy,
   startXClient,
   startXvnc,
+  type VncServer,
   withTimeout,
 } from "./_novnc_helpers.ts";
 
@@ -106,31 +109,45 @@ function expect(points: readonly (readonly [number, number])[], colour: Rgb): Ex
   return points.map((point) => ({ point, colour }));
 }
 
+/** An 800x600 Xvnc with an orange root, the proxy serving noVNC, and Chromium connected to it. */
+interface NoVncSession extends AsyncDisposable {
+  readonly vnc: VncServer;
+  readonly proxy: RunningProxy;
+  readonly page: Page;
+}
+
+/** Starts Xvnc, the proxy (with `spec`'s options) and Chromium, and waits for "Connected". */
+async function openNoVnc(spec: Partial<ProxySpec> = {}): Promise<NoVncSession> {
+  await using stack = new AsyncDisposableStack();
+  const vnc = stack.use(await startXvnc({ geometry: "800x600", depth: 24 }));
+  await setRootColour(vnc.display, hex(ORANGE));
+  const proxy = stack.use(
+    await startProxy(PROXY, { target: `127.0.0.1:${vnc.port}`, web: NOVNC_ROOT, ...spec }),
+  );
+  const chromium = stack.use(await launchChromium());
+  const page = await chromium.browser.newPage({ viewport: { width: 1024, height: 768 } });
+  page.setDefaultTimeout(PAGE_TIMEOUT_MS);
+  const url = `http://127.0.0.1:${proxy.port}/vnc.html?autoconnect=true&resize=off` +
+    `&path=websockify&logging=warn`;
+  const response = await page.goto(url);
+  assert.equal(response?.status(), 200);
+  await page.locator("#noVNC_status", { hasText: "Connected" }).waitFor().catch(async (error) => {
+    const shown = await page.textContent("#noVNC_status", { timeout: 1_000 }).catch(() => null);
+    throw new Error(
+      `noVNC did not connect: its status says '${shown}'; proxy output:\n` + proxy.process.output,
+      { cause: error },
+    );
+  });
+  // Everything started: the session owns it now (disposed in reverse order of start).
+  const owned = stack.move();
+  return { vnc, proxy, page, [Symbol.asyncDispose]: () => owned.disposeAsync() };
+}
+
 Deno.test(
   "noVNC served by the proxy connects to Xvnc and shows the remote desktop",
   bounded(async () => {
-    await using vnc = await startXvnc({ geometry: "800x600", depth: 24 });
-    await setRootColour(vnc.display, hex(ORANGE));
-    await using proxy = await startProxy(PROXY, {
-      target: `127.0.0.1:${vnc.port}`,
-      web: NOVNC_ROOT,
-    });
-    await using chromium = await launchChromium();
-    const page = await chromium.browser.newPage({ viewport: { width: 1024, height: 768 } });
-    page.setDefaultTimeout(PAGE_TIMEOUT_MS);
-
-    const url = `http://127.0.0.1:${proxy.port}/vnc.html?autoconnect=true&resize=off` +
-      `&path=websockify&logging=warn`;
-    const response = await page.goto(url);
-    assert.equal(response?.status(), 200);
-    await page.locator("#noVNC_status", { hasText: "Connected" }).waitFor().catch(async (error) => {
-      const shown = await page.textContent("#noVNC_status", { timeout: 1_000 }).catch(() => null);
-      throw new Error(
-        `noVNC did not connect: its status says '${shown}'; proxy output:\n` +
-          proxy.process.output,
-        { cause: error },
-      );
-    });
+    await using session = await openNoVnc();
+    const { vnc, page } = session;
     const status = await page.textContent("#noVNC_status");
     assert.equal(status, "Connected (unencrypted) to websockify-e2e");
 
@@ -164,20 +181,8 @@ Deno.test(
 Deno.test(
   "noVNC through --permessage-deflate: Chromium negotiates compression and the desktop is live",
   bounded(async () => {
-    await using vnc = await startXvnc({ geometry: "800x600", depth: 24 });
-    await setRootColour(vnc.display, hex(ORANGE));
-    await using proxy = await startProxy(PROXY, {
-      target: `127.0.0.1:${vnc.port}`,
-      web: NOVNC_ROOT,
-      permessageDeflate: true,
-    });
-    await using chromium = await launchChromium();
-    const page = await chromium.browser.newPage({ viewport: { width: 1024, height: 768 } });
-    page.setDefaultTimeout(PAGE_TIMEOUT_MS);
-    const url = `http://127.0.0.1:${proxy.port}/vnc.html?autoconnect=true&resize=off` +
-      `&path=websockify&logging=warn`;
-    assert.equal((await page.goto(url))?.status(), 200);
-    await page.locator("#noVNC_status", { hasText: "Connected" }).waitFor();
+    await using session = await openNoVnc({ permessageDeflate: true });
+    const { vnc, proxy, page } = session;
     await waitForCanvas(page, expect([...OUTSIDE, ...INSIDE], ORANGE));
     await setRootColour(vnc.display, hex(BLUE));
     await waitForCanvas(page, expect([...OUTSIDE, ...INSIDE], BLUE));
