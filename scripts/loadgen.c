@@ -19,8 +19,20 @@
  * Every client mode prints one JSON line with its result (and "test":MODE). CPU figures are
  * shares of one core over the measuring window: ownCpu (this process, getrusage), serverCpu,
  * targetCpu, loadCpu = ownCpu + targetCpu, and cores (how busy each core was, every process
- * counted, from /proc/stat); "windowMs" is the window's real length. Sessions that failed to open
- * add openErrors (count) and lastError ("connect: <strerror>", or "handshake: refused").
+ * counted, from /proc/stat); "windowMs" is the window's real length. serverCpuMs is the server's
+ * CPU in the window in ms (utime+stime+cutime+cstime of its trees, in 10 ms ticks); echo and setup
+ * add usPer, server CPU microseconds per counted unit (echo: per message of `messages`; setup: per
+ * connection of `completed`). Shares and usPer are null for windows under 0.5 s. Sessions that
+ * failed to open add openErrors (count) and lastError ("connect: <strerror>", or "handshake:
+ * refused").
+ *
+ * WINDOW_CMD (environment, optional): a shell command (sh -c, in a process group of its own)
+ * started when the measuring window opens and stopped with SIGINT to its group when the window
+ * closes, then waited for, e.g. `exec strace -c -f -o FILE -p PID` or `exec perf record -g -p PID
+ * -o FILE`: a profile covers exactly the counted messages or connections. In idle mode it runs
+ * once the sessions are open (and have echoed), is waited for without a signal, then the hold
+ * starts. Its stdout is loadgen's; its exit status is reported as commandStatus (128 + signal when
+ * killed by one).
  *
  * Modes:
  *   echo  sessions=N size=32 window=MS warmup=300 open=100 opentimeout=20000
@@ -29,13 +41,15 @@
  *         opentimeout passed) each sends a `size`-byte binary message and sends it again whenever
  *         its echo is back. After every session had its first echo (or starttimeout), prints
  *         {"ready":true,"started":K} if announce=1, waits warmup, then counts echoes for window.
- *         -> rate (msg/s), sessions, opened, failed, started, served (sessions with an echo in the
- *         window), neverStarted, stalled, closed, openSeconds, firstEchoSeconds, memoryKib.
- *   setup parallel=4 window=MS size=16 timeout=5000 text=
+ *         -> rate (msg/s), messages (echoes counted in the window), usPer, sessions, opened,
+ *         failed, started, served (sessions with an echo in the window), neverStarted, stalled,
+ *         closed, openSeconds, firstEchoSeconds, memoryKib.
+ *   setup parallel=4 window=MS size=16 timeout=5000 text= warmup=0
  *         `parallel` loops of: connect, handshake, one echo, close frame, wait for the server's
- *         close (frame or EOF), close. text=LINE sends LINE as a text message and expects it back
- *         (a line program such as cat behind websocketd or --stdio-text). -> rate (conn/s),
- *         completed, failed.
+ *         close (frame or EOF), close (ws=0: close after the echo). text=LINE sends LINE as a
+ *         text message and expects it back (a line program such as cat behind websocketd or
+ *         --stdio-text). warmup=MS: the loops run that long before the window opens (nothing
+ *         counted). -> rate (conn/s), completed (in the window), failed, usPer.
  *   up    size=65536 window=MS warmup=MS
  *         ws->tcp: sends "S"+u32 window+u32 warmup, then `size`-byte messages as fast as the
  *         socket takes them (256 KiB writes); the sink counts what arrives during its window and
@@ -56,10 +70,12 @@
  *         -> count, p50, max (ms, handshake + echo), timeouts (counted with the time waited),
  *         failures, busyRate (msg/s of the busy sessions meanwhile), busyServed, busyOpened,
  *         busyStarted.
- *   idle  sessions=N hold=1000 open=50 opentimeout=30000
- *         Memory of the server before, then opens N sessions (each echoes one byte once so its
- *         target connection exists), holds them for hold ms, memory again.
- *         -> kibPerSession, beforeKib, afterKib (memoryKib = afterKib), opened, failed.
+ *   idle  sessions=N hold=1000 open=50 opentimeout=30000 size=1 echo=MODE
+ *         Memory of the server before, then opens N sessions (each echoes one `size`-byte message
+ *         once so its target connection exists; echo=1|0, default the mode= key: whether they do,
+ *         after the mode message if mode=1), runs WINDOW_CMD if set, holds them for hold ms,
+ *         memory again. -> kibPerSession, beforeKib, afterKib (memoryKib = afterKib), opened,
+ *         failed, started (sessions that echoed).
  *
  * Target modes (the protocol of the first bytes of a connection or of stdin):
  *   target [port=0] [host=127.0.0.1]   TCP target; prints {"port":N}, runs until killed.
@@ -89,6 +105,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,6 +159,49 @@ static uint64_t now_ns(void) {
 
 static double ms_since(uint64_t t) { return (double)(now_ns() - t) / 1e6; }
 
+/* ------------------------------------------------------------------ WINDOW_CMD */
+
+static pid_t window_child = -1;
+static int window_status = -1; /* exit status of the latest WINDOW_CMD, -1: none ran */
+
+/* Starts WINDOW_CMD, if set, in a process group of its own; returns 1 if it started. */
+static int window_cmd_start(void) {
+  const char *cmd = getenv("WINDOW_CMD");
+  if (!cmd || !*cmd || window_child > 0) return 0;
+  fflush(stdout);
+  pid_t child = fork();
+  if (child < 0) return 0;
+  if (child == 0) {
+    setpgid(0, 0);
+    signal(SIGPIPE, SIG_DFL); /* ignored here, and an ignored signal stays so across exec */
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  setpgid(child, child);
+  window_child = child;
+  return 1;
+}
+
+/* Reaps WINDOW_CMD (flags: 0 or WNOHANG); returns 1 once it is gone. */
+static int window_cmd_reap(int flags) {
+  if (window_child <= 0) return 1;
+  int status;
+  pid_t r = waitpid(window_child, &status, flags);
+  if (r == 0 || (r < 0 && errno == EINTR)) return 0;
+  if (r == window_child)
+    window_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  window_child = -1;
+  return 1;
+}
+
+/* The window closed: SIGINT to WINDOW_CMD's group, and wait for it. */
+static void window_cmd_stop(void) {
+  if (window_child <= 0) return;
+  kill(-window_child, SIGINT);
+  while (!window_cmd_reap(0)) {
+  }
+}
+
 static char out_json[8192];
 static size_t out_len;
 
@@ -177,11 +237,13 @@ static void j_errors(void) {
   j_str("lastError", last_error);
 }
 static void j_end(void) {
+  if (window_status >= 0) j_int("commandStatus", window_status);
   printf("%s}\n", out_json);
   fflush(stdout);
 }
 
 static void fail(const char *test, const char *message) {
+  window_cmd_stop();
   printf("{\"test\":\"%s\",\"error\":\"%s\"}\n", test, message);
   fflush(stdout);
   exit(0);
@@ -337,9 +399,21 @@ static CpuMark cpu_mark(void) {
   return m;
 }
 
-/* Adds the CPU shares between `start` and now to the JSON result. */
+/* The measuring window opens: a CPU mark, then WINDOW_CMD (j_cpu closes both). */
+static CpuMark window_open(void) {
+  CpuMark m = cpu_mark();
+  window_cmd_start();
+  return m;
+}
+
+/* The latest window's server CPU (ms) and whether it was too short for shares, for j_per. */
+static double window_server_ms;
+static int window_coarse;
+
+/* Adds the CPU shares between `start` and now to the JSON result; stops WINDOW_CMD. */
 static void j_cpu(CpuMark start) {
   CpuMark end = cpu_mark();
+  window_cmd_stop();
   double wall = (double)(end.at - start.at) / 1e6;
   double own = (end.own - start.own) / wall;
   double target = target_npids ? (end.target - start.target) / wall : 0;
@@ -348,6 +422,9 @@ static void j_cpu(CpuMark start) {
   /* /proc counts in ticks of 10 ms: no share from windows under 0.5 s. */
   int coarse = wall < 500;
   j_num("serverCpu", server_npids && !coarse ? (end.server - start.server) / wall : 0.0 / 0.0);
+  window_server_ms = end.server - start.server;
+  window_coarse = coarse;
+  j_num("serverCpuMs", server_npids ? window_server_ms : 0.0 / 0.0);
   j_num("targetCpu", target_npids && !coarse ? target : 0.0 / 0.0);
   j_num("loadCpu", coarse && target_npids ? 0.0 / 0.0 : own + target);
   /* How busy each core was (all processes): "cores":[cpu0, cpu1, ...] */
@@ -361,6 +438,12 @@ static void j_cpu(CpuMark start) {
       out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "%.3f", busy);
   }
   out_len += (size_t)snprintf(out_json + out_len, sizeof out_json - out_len, "]");
+}
+
+/* After j_cpu: usPer, the server's CPU microseconds per unit (message, connection) counted. */
+static void j_per(double units) {
+  int known = server_npids && !window_coarse && units > 0;
+  j_num("usPer", known ? window_server_ms * 1000 / units : 0.0 / 0.0);
 }
 
 /* ------------------------------------------------------------------ frames */
@@ -495,7 +578,8 @@ static void sess_connect(Sess *s) {
   s->was = S_FREE;
   s->opened = 0;
   s->t0 = now_ns();
-  s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  /* CLOEXEC: WINDOW_CMD must not keep sockets open after loadgen closes them. */
+  s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (s->fd < 0) {
     note_error("socket", errno);
     s->state = S_CONNECTING;
@@ -728,7 +812,7 @@ static void client_init(void) {
       host, port, host);
   parse_pids(opt_str("server", NULL), server_pids, &server_npids);
   parse_pids(opt_str("target", NULL), target_pids, &target_npids);
-  epfd = epoll_create1(0);
+  epfd = epoll_create1(EPOLL_CLOEXEC);
 }
 
 static void be32(uint8_t *p, uint32_t v) {
@@ -882,15 +966,18 @@ static void mode_echo(void) {
     fflush(stdout);
   }
   run_until(now_ns() + (uint64_t)warmup * 1000000u, NULL, NULL, 50);
-  CpuMark mark = cpu_mark();
+  CpuMark mark = window_open();
   uint64_t t = now_ns();
   pool.measuring = 1;
   run_until(t + (uint64_t)window * 1000000u, NULL, NULL, 50);
   pool.measuring = 0;
   double seconds = ms_since(t) / 1000;
+  uint64_t messages = pool_window_total();
   j_begin("echo");
-  j_num("rate", (double)pool_window_total() / seconds);
+  j_num("rate", (double)messages / seconds);
+  j_int("messages", (long long)messages);
   j_cpu(mark);
+  j_per((double)messages);
   int processes = 0;
   j_int("memoryKib", server_memory_kib(&processes));
   j_int("processes", processes);
@@ -962,7 +1049,7 @@ static void mode_newcomer(void) {
   pool_run(busy, size, parallel, opentimeout, starttimeout);
   if (pool.opened == 0) fail("newcomer", "none of the busy sessions opened");
   probe_samples = calloc(100000, sizeof(double));
-  CpuMark mark = cpu_mark();
+  CpuMark mark = window_open();
   uint64_t t = now_ns();
   uint64_t end = t + (uint64_t)window * 1000000u;
   pool.measuring = 1;
@@ -1075,6 +1162,7 @@ static void mode_setup(void) {
   size_t size = (size_t)opt_long("size", 16);
   long timeout = opt_long("timeout", 5000);
   const char *text = opt_str("text", NULL);
+  long warmup = opt_long("warmup", 0);
   opts_check();
   uint8_t payload[4096];
   if (text) {
@@ -1098,13 +1186,21 @@ static void mode_setup(void) {
   H.on_payload = setup_payload;
   H.on_close = setup_closed;
   H.on_writable = NULL;
-  CpuMark mark = cpu_mark();
+  CpuMark mark = warmup > 0 ? cpu_mark() : window_open();
   uint64_t t = now_ns();
-  su.deadline = t + (uint64_t)window * 1000000u;
+  su.deadline = t + (uint64_t)(warmup + window) * 1000000u;
   su.active = su.parallel;
   for (int i = 0; i < su.parallel; i++) {
     su.slots[i].fd = -1;
     sess_connect(&su.slots[i]);
+  }
+  if (warmup > 0) {
+    /* The loops run through the warm-up; the window counts from here. */
+    run_until(t + (uint64_t)warmup * 1000000u, NULL, setup_tick, 10);
+    mark = window_open();
+    t = now_ns();
+    su.completed = 0;
+    su.failed = 0;
   }
   run_until(su.deadline + su.timeout_ns + 1000000000u, &setup_finished, setup_tick_all, 10);
   double seconds = ms_since(t) / 1000;
@@ -1113,6 +1209,7 @@ static void mode_setup(void) {
   j_int("completed", su.completed);
   j_int("failed", su.failed);
   j_cpu(mark);
+  j_per(su.completed);
   j_errors();
   j_end();
 }
@@ -1204,7 +1301,7 @@ static void mode_up(void) {
   up_fill(&one);
   /* The sink's window starts about warm-up ms after the first bytes. */
   run_until(t + (uint64_t)warmup * 1000000u, &one_done, NULL, 50);
-  CpuMark mark = cpu_mark();
+  CpuMark mark = window_open();
   run_until(now_ns() + (uint64_t)(window + 10000) * 1000000u, &one_done, NULL, 50);
   if (answer_have < 8) fail("up", one_error ? "the session closed" : "no answer from the sink");
   uint64_t bytes = 0;
@@ -1241,7 +1338,7 @@ static void mode_down(void) {
   uint8_t *mode = mode_message(header, 5, &mode_len);
   sess_send(&one, mode, mode_len);
   run_until(now_ns() + (uint64_t)warmup * 1000000u, &one_done, NULL, 50);
-  CpuMark mark = cpu_mark();
+  CpuMark mark = window_open();
   uint64_t t = now_ns();
   down_counting = 1;
   run_until(t + (uint64_t)window * 1000000u, &one_done, NULL, 50);
@@ -1289,7 +1386,7 @@ static void mode_latency(void) {
   double *samples = calloc((size_t)count, sizeof(double));
   CpuMark mark = cpu_mark();
   for (long i = 0; i < count + 200; i++) {
-    if (i == 200) mark = cpu_mark();
+    if (i == 200) mark = window_open();
     lat_back = 0;
     uint64_t t = now_ns();
     sess_send(&one, frame, frame_len);
@@ -1313,8 +1410,13 @@ static void mode_latency(void) {
 static void idle_payload(Sess *s, const uint8_t *p, size_t n, int op) {
   (void)p;
   (void)op;
-  if (s->echoes++ == 0) pool.started++;
-  (void)n;
+  s->got += n;
+  if (s->got >= pool.size && s->echoes++ == 0) pool.started++;
+}
+
+static volatile int window_done;
+static void window_tick(void) {
+  if (window_cmd_reap(WNOHANG)) window_done = 1;
 }
 
 static void mode_idle(void) {
@@ -1322,7 +1424,10 @@ static void mode_idle(void) {
   long hold = opt_long("hold", 1000);
   long parallel = opt_long("open", 50);
   long opentimeout = opt_long("opentimeout", 30000);
+  long size = opt_long("size", 1);
+  long echo = opt_long("echo", use_mode);
   opts_check();
+  if (size < 1) size = 1;
   struct timespec pause = {0, 300000000};
   nanosleep(&pause, NULL);
   long before = server_memory_kib(NULL);
@@ -1330,7 +1435,7 @@ static void mode_idle(void) {
   pool.s = calloc((size_t)sessions, sizeof(Sess));
   for (int i = 0; i < pool.n; i++) pool.s[i].fd = -1;
   pool.parallel = (int)parallel;
-  pool.size = 1;
+  pool.size = (size_t)size;
   H.on_open = echo_open;
   H.on_payload = idle_payload;
   H.on_close = echo_closed;
@@ -1345,10 +1450,12 @@ static void mode_idle(void) {
     if (s->state == S_CONNECTING || s->state == S_HANDSHAKE) sess_close(s);
   }
   pool.failed = pool.n - pool.opened;
-  if (use_mode) {
-    uint8_t x = 'x';
+  if (echo) {
+    uint8_t *x = malloc((size_t)size);
+    memset(x, 'x', (size_t)size);
     size_t frame_len, mode_len, first_len;
-    uint8_t *frame = make_frame(2, &x, 1, &frame_len);
+    uint8_t *frame = make_frame(2, x, (size_t)size, &frame_len);
+    free(x);
     uint8_t *mode = mode_message((const uint8_t *)"E", 1, &mode_len);
     uint8_t *first = concat(mode, mode_len, frame, frame_len, &first_len);
     for (int i = 0; i < pool.n; i++) {
@@ -1356,6 +1463,11 @@ static void mode_idle(void) {
     }
     pool_all_started = 0;
     run_until(now_ns() + 20000000000u, &pool_all_started, pool_start_tick, 20);
+  }
+  if (window_cmd_start()) {
+    /* The sessions stay served while the command runs; it ends by itself (or limit= ends us). */
+    window_done = 0;
+    run_until(now_ns() + 86400ull * 1000000000u, &window_done, window_tick, 50);
   }
   run_until(now_ns() + (uint64_t)hold * 1000000u, NULL, NULL, 50);
   int processes = 0;
@@ -1653,6 +1765,7 @@ static void mode_stdio(void) {
 
 static void on_alarm(int sig) {
   (void)sig;
+  if (window_child > 0) kill(-window_child, SIGINT);
   static const char text[] = "{\"error\":\"loadgen timed out (limit=)\"}\n";
   if (write(1, text, sizeof text - 1) < 0) _exit(3);
   _exit(3);

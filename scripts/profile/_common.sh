@@ -1,6 +1,7 @@
 # Shared by the scripts/profile/*.sh drivers (sourced, not run): builds the C load generator and
-# the Node bundle into $OUT, and starts the servers under test by name, pinned to CPU 0, with the
-# C echo target on CPU 1. Every process started here is killed by PID when the driver exits.
+# target (scripts/loadgen.c, the bench's; CLI in its header comment) and the Node bundle into $OUT,
+# and starts the servers under test by name, pinned to CPU 0, with the C target on CPU 1. Every
+# process started here is killed by PID when the driver exits.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=${OUT:-/tmp/websockify-profile}
 V8_FLAGS=--sqrt-allocation-limits,--sqrt-allocation-limits-max-growing-factor=1.5
@@ -9,7 +10,7 @@ ALL_SERVERS=(deno-proxy node-proxy deno-ws-echo deno-relay net-relay-deno net-re
 # min-proxy-net / min-proxy-deno / min-proxy-deno-nowait (scripts/profile/min_ws_proxy.ts: a
 # minimal ws proxy, a floor).
 mkdir -p "$OUT"
-cc -O2 -Wall -o "$OUT/loadgen" "$here/scripts/profile/loadgen.c"
+cc -O2 -Wall -o "$OUT/loadgen" "$here/scripts/loadgen.c"
 WEBSOCKIFY_NODE_DIR="$OUT/node" "$here/scripts/profile/node_run.sh" --build-only
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -71,6 +72,16 @@ stop() {
   wait "${pid[$1]}" 2>/dev/null || true
 }
 
-route_of() { case $1 in *relay*) echo tcp ;; *) echo ws ;; esac }
+# client_keys NAME: sets keys=(...), the loadgen keys that reach server NAME: its port, server=PID
+# (CPU and memory of its process tree), ws=0 (raw TCP) for the relays, and mode=0 for deno-ws-echo
+# (an echo server with no target behind it: no mode message for the target).
+client_keys() {
+  keys=("port=${port[$1]}" "server=${pid[$1]}")
+  case $1 in
+  *relay*) keys+=(ws=0) ;;
+  deno-ws-echo) keys+=(ws=1 mode=0) ;;
+  *) keys+=(ws=1) ;;
+  esac
+}
 
-start target 1 "$OUT/loadgen" target 0
+start target 1 "$OUT/loadgen" target port=0

@@ -1,8 +1,8 @@
 #!/bin/bash
 # CPU per message and per connection of the proxy on Deno and on Node, and of reference servers
 # (issue 12, step 2). Servers under test on CPU 0; the C target and the C load generator
-# (scripts/profile/loadgen.c) on CPU 1. Each figure is the server's utime+stime from
-# /proc/PID/stat over the load generator's window divided by the echoes or connections in it.
+# (scripts/loadgen.c) on CPU 1. Each figure is the server's utime+stime from /proc/PID/stat over
+# the load generator's window divided by the echoes or connections in it (its usPer).
 #
 #   scripts/profile/cpu_table.sh [ROUNDS] [SERVERS...]     (defaults: 3, all of them)
 #   SESSIONS=1000 WINDOW_MS=5000 SETUP_MS=3000 PARALLEL=4 scripts/profile/cpu_table.sh 3
@@ -28,10 +28,10 @@ for s in "${servers[@]}"; do start_server "$s"; done
 : >"$OUT/results.jsonl"
 for r in $(seq "$rounds"); do
   for s in "${servers[@]}"; do
-    route=$(route_of "$s")
+    client_keys "$s"
     for mode in echo setup; do
-      if [ $mode = echo ]; then n=$SESSIONS w=$WINDOW_MS; else n=$PARALLEL w=$SETUP_MS; fi
-      line=$(taskset -c 1 "$OUT/loadgen" $mode $route "${port[$s]}" "$n" "$WARMUP_MS" "$w" "${pid[$s]}")
+      if [ $mode = echo ]; then n=sessions=$SESSIONS w=$WINDOW_MS; else n=parallel=$PARALLEL w=$SETUP_MS; fi
+      line=$(taskset -c 1 "$OUT/loadgen" $mode "${keys[@]}" "$n" warmup="$WARMUP_MS" window="$w" size=32)
       rss=$(awk '/VmRSS/ {print $2}' "/proc/${pid[$s]}/status")
       echo "{\"server\":\"$s\",\"round\":$r,\"rssKib\":$rss,${line#\{}" | tee -a "$OUT/results.jsonl"
       sleep 1
@@ -47,9 +47,9 @@ def fmt(xs, f="{:.0f}"):
 print("| server | echo µs CPU/msg | echo msg/s | echo CPU share | set-up µs CPU/conn | set-up conn/s |")
 print("| --- | --- | --- | --- | --- | --- |")
 for s in dict.fromkeys(r["server"] for r in rows):
-    e = [r for r in rows if r["server"] == s and r["mode"] == "echo"]
-    u = [r for r in rows if r["server"] == s and r["mode"] == "setup"]
+    e = [r for r in rows if r["server"] == s and r["test"] == "echo"]
+    u = [r for r in rows if r["server"] == s and r["test"] == "setup"]
     print(f"| {s} | {fmt([r['usPer'] for r in e], '{:.1f}')} | {fmt([r['rate'] for r in e])} | "
-          f"{fmt([r['serverCpuShare'] for r in e], '{:.2f}')} | {fmt([r['usPer'] for r in u])} | "
+          f"{fmt([r['serverCpu'] for r in e], '{:.2f}')} | {fmt([r['usPer'] for r in u])} | "
           f"{fmt([r['rate'] for r in u])} |")
 PY

@@ -21,8 +21,9 @@ for s in "${servers[@]}"; do
   node-proxy) start_server "$s" "--cpu-prof --cpu-prof-dir=$dir" ;;
   *) echo "cpuprof.sh profiles deno-proxy and node-proxy only" >&2 && exit 2 ;;
   esac
-  if [ "$MODE" = echo ]; then n=$SESSIONS; else n=$PARALLEL; fi
-  line=$(taskset -c 1 "$OUT/loadgen" "$MODE" ws "${port[$s]}" "$n" "${WARMUP_MS:-8000}" 5000 "${pid[$s]}")
+  if [ "$MODE" = echo ]; then n=sessions=$SESSIONS; else n=parallel=$PARALLEL; fi
+  client_keys "$s"
+  line=$(taskset -c 1 "$OUT/loadgen" "$MODE" "${keys[@]}" "$n" warmup="${WARMUP_MS:-8000}" window=5000 size=32)
   stop "$s"
   echo "== $s $MODE: $line"
   deno run -A "$here/scripts/profile/cpuprofile_split.ts" "$dir"/*.cpuprofile "${ROWS:-25}"

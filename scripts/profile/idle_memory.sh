@@ -17,14 +17,15 @@ SESSIONS=${SESSIONS:-1000}
 inspect=$((20000 + RANDOM % 20000))
 heap() { deno run -A "$here/scripts/profile/heap_diff.ts" "$@"; }
 rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Each session echoes one 32-byte message (echo=1, also for deno-ws-echo's mode=0), then idles.
+idle() { "$OUT/loadgen" idle "${keys[@]}" sessions="$SESSIONS" size=32 echo=1 hold="$1"; }
 for s in "${servers[@]}"; do
-  route=$(route_of "$s")
   start_server "$s"
-  "$OUT/loadgen" idle "$route" "${port[$s]}" "$SESSIONS" 0 500 "${pid[$s]}" >/dev/null
+  client_keys "$s"
+  idle 500 >/dev/null
   sleep 2
   rss0=$(rss_of "${pid[$s]}")
-  line=$(WINDOW_CMD="sleep 2; awk '/VmRSS/ {print \$2}' /proc/${pid[$s]}/status >$OUT/rss-$s" \
-    "$OUT/loadgen" idle "$route" "${port[$s]}" "$SESSIONS" 0 0 "${pid[$s]}")
+  line=$(WINDOW_CMD="sleep 2; awk '/VmRSS/ {print \$2}' /proc/${pid[$s]}/status >$OUT/rss-$s" idle 0)
   rss1=$(cat "$OUT/rss-$s")
   stop "$s"
   echo "== $s: $line"
@@ -35,12 +36,12 @@ for s in "${servers[@]}"; do
   *) start_server "$s" "" "--inspect=127.0.0.1:$inspect" ;;
   esac
   sleep 1
-  "$OUT/loadgen" idle "$route" "${port[$s]}" "$SESSIONS" 0 500 "${pid[$s]}" >/dev/null
+  client_keys "$s"
+  idle 500 >/dev/null
   sleep 2
   heap snapshot "$inspect" "$OUT/heap-$s-before.json" >/dev/null
   cmd="deno run -A $here/scripts/profile/heap_diff.ts snapshot $inspect $OUT/heap-$s-after.json"
-  WINDOW_CMD="$cmd >/dev/null" "$OUT/loadgen" idle "$route" "${port[$s]}" "$SESSIONS" 0 0 \
-    "${pid[$s]}" >/dev/null
+  WINDOW_CMD="$cmd >/dev/null" idle 0 >/dev/null
   heap diff "$OUT/heap-$s-before.json" "$OUT/heap-$s-after.json" "$SESSIONS" "${ROWS:-25}"
   stop "$s"
 done

@@ -20,10 +20,11 @@ PARALLEL=${PARALLEL:-4}
 MODE=${MODE:-echo}
 for s in "${servers[@]}"; do
   start_server "$s" --perf-basic-prof
-  if [ "$MODE" = echo ]; then n=$SESSIONS; else n=$PARALLEL; fi
+  if [ "$MODE" = echo ]; then n=sessions=$SESSIONS; else n=parallel=$PARALLEL; fi
+  client_keys "$s"
   data="$OUT/perf-$s-$MODE.data"
   line=$(WINDOW_CMD="exec perf record -q -e cpu-clock -F 1999 -g -p ${pid[$s]} -o $data" \
-    taskset -c 1 "$OUT/loadgen" "$MODE" "$(route_of "$s")" "${port[$s]}" "$n" "${WARMUP_MS:-2000}" 5000 "${pid[$s]}")
+    taskset -c 1 "$OUT/loadgen" "$MODE" "${keys[@]}" "$n" warmup="${WARMUP_MS:-2000}" window=5000 size=32)
   echo "== $s $MODE: $line"
   perf report -i "$data" --no-children --sort dso,sym --stdio -g none 2>/dev/null >"$OUT/perf-$s-$MODE.txt"
   per=$(echo "$line" | grep -o '"usPer":[0-9.]*' | cut -d: -f2)
