@@ -193,7 +193,12 @@ export async function startServer(
       serveConnection(http, socket, head);
     },
     reusePort: start.reusePort ?? false,
-    ...(metrics ? { onTlsFailure: metrics.tlsFailed.bind(metrics) } : {}),
+    ...(metrics
+      ? {
+        onTlsFailure: metrics.tlsFailed.bind(metrics),
+        onHeaderTimeout: metrics.handshakeFailed.bind(metrics),
+      }
+      : {}),
     onCountChange: (count) => {
       armIdleTimer(count);
       checkDrained();

@@ -292,3 +292,54 @@ Deno.test("parseMetricsAddress() takes PORT, HOST:PORT and [IPv6]:PORT", () => {
   assert.deepEqual(parseMetricsAddress("[::1]:0"), { host: "::1", port: 0 });
   assert.throws(() => parseMetricsAddress(":9100"), /--metrics needs a host before ':'/);
 });
+
+Deno.test("--metrics counts clients closed by --header-timeout: silent ones apart from stalled requests", async () => {
+  await using target = startTarget();
+  const root = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${root}/a.txt`, "a");
+  const { proxy, base } = await startWithMetrics(target.port, [
+    "--header-timeout",
+    "1",
+    "--web",
+    root,
+  ]);
+  await using _proxy = proxy;
+  try {
+    // Sends nothing (a preconnect); sends half a request; a kept-alive --web connection whose
+    // second request stalls (node:http's own header timer, not the listener's).
+    const silent = rawExchange(proxy.port, new Uint8Array(0), { ms: 8000, mustClose: true });
+    const stalled = rawExchange(proxy.port, "GET / HTTP/1.1\r\nHo", { ms: 8000, mustClose: true });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      await conn.write(encoder.encode("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"));
+      const buffer = new Uint8Array(4096);
+      let answer = "";
+      while (!answer.includes("\r\n\r\n")) {
+        const count = await within(conn.read(buffer), 5000, "the first --web answer");
+        assert.ok(count !== null, `closed before the first answer: ${answer}`);
+        answer += decoder.decode(buffer.subarray(0, count));
+      }
+      assert.match(answer, /^HTTP\/1\.1 200/);
+      await conn.write(encoder.encode("GET /a.txt HTTP/1.1\r\nHo"));
+      for (;;) {
+        const count = await within(conn.read(buffer), 8000, "the stalled kept-alive connection");
+        if (count === null) break;
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.ConnectionReset)) throw error;
+    } finally {
+      conn.close();
+    }
+    assert.equal((await silent).length, 0, "the silent connection got an answer");
+    assert.equal((await stalled).length, 0, "the stalled request got an answer");
+    const text = await scrapeUntil(
+      base,
+      'websockify_handshake_failures_total{reason="header_timeout"}',
+      2,
+    );
+    assert.equal(sample(text, 'websockify_handshake_failures_total{reason="header_timeout"}'), 2);
+    assert.equal(sample(text, 'websockify_handshake_failures_total{reason="no_request"}'), 1);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -47,9 +47,12 @@ export interface HttpHandlers {
   /**
    * Told of refusals made here, for metrics: a malformed upgrade or an unreadable request
    * (`bad_request`), a wrong method, a plain request where no `--web` serves one
-   * (`not_upgrade`), an internal failure.
+   * (`not_upgrade`), a request still incomplete after `--header-timeout` (`header_timeout`), an
+   * internal failure.
    */
-  onRefused?: (reason: "bad_request" | "method" | "not_upgrade" | "internal") => void;
+  onRefused?: (
+    reason: "bad_request" | "method" | "not_upgrade" | "header_timeout" | "internal",
+  ) => void;
 }
 
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -129,6 +132,7 @@ export function createHttpServer(handlers: HttpHandlers, headerTimeoutMs: number
           `${headerTimeoutMs / 1000} s, --header-timeout; the whole request within ` +
           `${server.requestTimeout / 1000} s)`,
       );
+      handlers.onRefused?.("header_timeout");
       return void socket.destroy();
     }
     const writable = socket.writable && !(socket as Socket).destroyed;

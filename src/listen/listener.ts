@@ -86,6 +86,12 @@ export interface ListenerOptions {
   readonly onCountChange?: (count: number) => void;
   /** Told of each connection that ends at the TLS layer, for metrics. */
   readonly onTlsFailure?: (reason: TlsFailure) => void;
+  /**
+   * Told of each connection closed by the header timeout, for metrics: `no_request` when it sent
+   * nothing at all (a browser's preconnect, a TCP check), `header_timeout` when its request (or
+   * TLS handshake) was still incomplete (a slow or stalled client, Slowloris).
+   */
+  readonly onHeaderTimeout?: (reason: "header_timeout" | "no_request") => void;
   /** `--trusted-proxy`: handed on in each {@link ConnectionInfo}. */
   readonly trustedProxies?: TrustedProxies;
   /** `--proxy-protocol`: every connection starts with a PROXY v1/v2 header. @default false */
@@ -323,9 +329,12 @@ export class Listener {
     const timeoutMs = this.#options.headerTimeoutMs;
     let timer = timeoutMs > 0
       ? setTimeout(() => {
+        const silent = this.#silent.has(socket);
         this.#options.log.child({ peer }).debug(
-          `Closing a client that sent no complete request within ${timeoutMs / 1000} s`,
+          `Closing a client that sent ${silent ? "nothing" : "no complete request"} within ` +
+            `${timeoutMs / 1000} s (--header-timeout)`,
         );
+        this.#options.onHeaderTimeout?.(silent ? "no_request" : "header_timeout");
         current.destroy();
       }, timeoutMs)
       : undefined;

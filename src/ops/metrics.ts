@@ -17,6 +17,8 @@ export const HANDSHAKE_FAILURES = [
   "bad_request",
   "method",
   "not_upgrade",
+  "header_timeout",
+  "no_request",
   "origin",
   "token",
   "auth",
