@@ -157,7 +157,9 @@ Deno.test("on the loop the header timeout closes a silent client and the count g
     await until(() => listener.connectionCount === 0, "the count to drop");
     assert.deepEqual(counts, [1, 0]);
     assert.ok(
-      lines.some((line) => line.includes("Closing a client that sent nothing within 0.2 s (--header-timeout)")),
+      lines.some((line) =>
+        line.includes("Closing a client that sent nothing within 0.2 s (--header-timeout)")
+      ),
       lines.join("\n"),
     );
   } finally {

@@ -6,6 +6,7 @@ import { runMain } from "./_helpers.ts";
 import { makeTestPki, spawnProxy, startEchoServer, type TestPki } from "./_tls_helpers.ts";
 import { sample, scrape } from "./_metrics_helpers.ts";
 import { TLS_FAILURES } from "../src/ops/metrics.ts";
+import { launchChromium } from "./_novnc_helpers.ts";
 
 const pki: TestPki = await makeTestPki();
 const encoder = new TextEncoder();
@@ -278,4 +279,39 @@ Deno.test("main.ts exits 2 with a clear message for bad TLS files and options", 
       /Cannot read --ssl-target-ca '.*missing\.pem'/,
     ),
   ]);
+});
+
+Deno.test("Chromium refusing the proxy's certificate is logged at info with what to do, and counted", async () => {
+  // The message was written from Node's client (unknown CA); a browser is who meets it in
+  // practice: Chromium ends the handshake with a certificate_unknown alert.
+  await using echo = await startEchoServer();
+  await using proxy = await spawnProxy([
+    ...TLS_ARGS,
+    "--metrics",
+    "127.0.0.1:0",
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+  ]);
+  const base = `http://${(await proxy.waitFor(/ - Metrics on (127\.0\.0\.1:\d+) /))[1]}`;
+  await using chromium = await launchChromium();
+  const page = await chromium.browser.newPage();
+  const outcome = await page.evaluate((port) =>
+    new Promise<string>((resolve) => {
+      const socket = new WebSocket(`wss://localhost:${port}/`);
+      socket.onopen = () => resolve("open");
+      socket.onclose = (event) => resolve(`close ${event.code}`);
+    }), proxy.port);
+  assert.equal(
+    outcome,
+    "close 1006",
+    "Chromium opened a WebSocket to a certificate it cannot trust",
+  );
+  await proxy.waitFor(
+    /TLS handshake failed: the client does not trust the certificate \(.*\): install its CA/,
+  );
+  const series = 'websockify_tls_failures_total{reason="handshake"}';
+  const deadline = Date.now() + 5000;
+  let text = await scrape(base);
+  while (sample(text, series) < 1 && Date.now() < deadline) text = await scrape(base);
+  assert.equal(sample(text, series), 1);
 });

@@ -42,7 +42,10 @@ export interface ConnectionInfo {
   readonly movedTo?: (next: ByteSocket) => void;
 }
 
-/** Alerts by which a client says it does not trust the proxy's certificate. */
+/**
+ * Alerts by which a client says it does not trust the proxy's certificate: Node's client sends
+ * unknown_ca, Chromium certificate_unknown (both seen in tests/tls_cli_test.ts).
+ */
 const DISTRUST_ALERTS = new Set([
   "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA",
   "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE",
