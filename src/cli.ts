@@ -190,6 +190,13 @@ const OPTIONS: readonly OptionSpec[] = [
     defaultValue: 0,
   },
   {
+    flags: "--inactivity-timeout <N>",
+    description:
+      "close a session with 1001 after N seconds without data either way (pings do not count)",
+    kind: "seconds",
+    defaultValue: 0,
+  },
+  {
     flags: "--strict-binary",
     description: "close text messages with 1003 as upstream does, instead of forwarding them",
     kind: "flag",
@@ -511,6 +518,7 @@ function buildConfig(
     },
     limits: {
       heartbeat: parseSeconds(values["heartbeat"], "--heartbeat"),
+      inactivityTimeout: parseSeconds(values["inactivityTimeout"], "--inactivity-timeout"),
       connectTimeout: parseSeconds(values["connectTimeout"], "--connect-timeout"),
       headerTimeout: parseSeconds(values["headerTimeout"], "--header-timeout"),
       maxMessageSize: parseBytes(values["maxMessageSize"]),

@@ -134,6 +134,11 @@ export interface LogConfig {
 export interface LimitsConfig {
   /** `--heartbeat`: ping interval; no pong within twice that closes the session. @default 0 */
   readonly heartbeat: number;
+  /**
+   * `--inactivity-timeout`: a session with no payload either way for this long is closed with
+   * 1001 (nginx's `proxy_read_timeout`, HAProxy's `timeout tunnel`). @default 0
+   */
+  readonly inactivityTimeout: number;
   /** `--connect-timeout`: how long dialling a target may take. @default 10 */
   readonly connectTimeout: number;
   /** `--header-timeout`: how long a client may take to send its request headers. @default 10 */

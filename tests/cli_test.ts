@@ -111,6 +111,7 @@ Deno.test("parseArgs() gives every option its default", () => {
     },
     limits: {
       heartbeat: 0,
+      inactivityTimeout: 0,
       connectTimeout: 10,
       headerTimeout: 10,
       maxMessageSize: 64 * 1024 * 1024,
@@ -173,6 +174,7 @@ const OPTION_CASES: [string[], (config: Config) => unknown, unknown][] = [
   [["--auth-plugin", "BasicHTTPAuth", "--auth-source", "u:p"], (c) => c.auth.source, "u:p"],
   [["--origin", "https://a.example"], (c) => c.auth.origins, ["https://a.example"]],
   [["--heartbeat", "5"], (c) => c.limits.heartbeat, 5],
+  [["--inactivity-timeout", "2.5"], (c) => c.limits.inactivityTimeout, 2.5],
   [["--strict-binary"], (c) => c.strictBinary, true],
   [["--permessage-deflate"], (c) => c.permessageDeflate, true],
   [["--connect-timeout", "0.5"], (c) => c.limits.connectTimeout, 0.5],
@@ -382,6 +384,7 @@ Deno.test("--shutdown-delay takes seconds and needs --metrics", () => {
 Deno.test("parseArgs() rejects bad numbers for every numeric option", () => {
   const seconds = [
     "--heartbeat",
+    "--inactivity-timeout",
     "--timeout",
     "--idle-timeout",
     "--connect-timeout",

@@ -45,6 +45,7 @@ const ALL_FLAGS = [
   "--auth-source <ARG>",
   "--origin <LIST>",
   "--heartbeat <N>",
+  "--inactivity-timeout <N>",
   "--strict-binary",
   "--permessage-deflate",
   "--connect-timeout <N>",

@@ -384,6 +384,47 @@ Deno.test("proxy --heartbeat pings the client and drops one that stops answering
   await proxy.waitFor(/sent no pong/, 5000);
 });
 
+Deno.test("proxy --inactivity-timeout closes a session only after that long without data, pings aside", async () => {
+  await using echo = startEcho();
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${echo.port}`,
+    "--inactivity-timeout",
+    "0.6",
+    "--heartbeat",
+    "0.1",
+  ]);
+  const busy = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  const quiet = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  const quietStart = performance.now();
+  let quietClosedAfter = NaN;
+  void quiet.closed.then(() => (quietClosedAfter = performance.now() - quietStart));
+  // The busy one echoes a message every 150 ms for 1.5 s, 2.5 timeouts: it must stay open.
+  for (let i = 0; i < 10; i++) {
+    busy.ws.send(encoder.encode(`m${i}`));
+    assert.deepEqual(await busy.next(2000), encoder.encode(`m${i}`), `echo ${i}`);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  assert.equal(busy.ws.readyState, busy.ws.OPEN, "a session with traffic was closed");
+  // The quiet one (pinged and ponging all along) was closed after 0.6–0.75 s.
+  assert.deepEqual(await within(quiet.closed, 2000, "the quiet session to close"), {
+    code: 1001,
+    reason: "Idle for 0.6 s",
+  });
+  assert.ok(
+    quietClosedAfter >= 550 && quietClosedAfter < 1300,
+    `the quiet session closed after ${Math.round(quietClosedAfter)} ms`,
+  );
+  await proxy.waitFor(
+    /No data either way for 0\.6 s: closing the session \(--inactivity-timeout\)/,
+  );
+  // Once the busy one falls silent it goes the same way.
+  assert.deepEqual(await within(busy.closed, 2000, "the busy session to close"), {
+    code: 1001,
+    reason: "Idle for 0.6 s",
+  });
+});
+
 Deno.test("proxy --record writes upstream's VNC_frame_data format", async () => {
   await using echo = startEcho();
   const dir = await Deno.makeTempDir();

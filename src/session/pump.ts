@@ -38,6 +38,8 @@ export interface PumpOptions {
   readonly strictBinary: boolean;
   /** Ping interval in seconds (0: off); a peer silent for twice that is dropped. */
   readonly heartbeat: number;
+  /** Seconds without payload either way after which the session is closed with 1001 (0: off). */
+  readonly inactivityTimeout?: number;
   /** Session recording, when `--record` is on. */
   readonly recording: Recording | undefined;
   /** Traffic legend, when `--traffic` is on. */
@@ -51,7 +53,13 @@ export interface PumpOptions {
 }
 
 /** How a session ended. */
-export type PumpEnd = "client" | "target" | "target-error" | "shutdown" | "heartbeat";
+export type PumpEnd =
+  | "client"
+  | "target"
+  | "target-error"
+  | "shutdown"
+  | "heartbeat"
+  | "inactivity";
 
 /** A running session's handle. */
 export interface PumpHandle {
@@ -125,6 +133,15 @@ export function pump(
     }, options.heartbeat * 1000)
     : undefined;
 
+  const inactivity = inactivityTimer(options.inactivityTimeout ?? 0, bytes, () => {
+    const seconds = options.inactivityTimeout!;
+    log.info(`No data either way for ${seconds} s: closing the session (--inactivity-timeout)`);
+    finish("inactivity");
+    closeClient(1001, `Idle for ${seconds} s`);
+    // Nothing is in flight; a vanished client must not hold the target for the close timeout.
+    closeTarget();
+  });
+
   const toTarget = target instanceof SocketConnection
     ? socketWriter(target, channel, traffic, targetFailed)
     : queueWriter(target, channel, traffic, targetFailed, () => targetClosed);
@@ -158,6 +175,7 @@ export function pump(
         finish("client");
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
+        clearInterval(inactivity);
         // Deliver what the client sent before its close, then close the target.
         void toTarget.settled().then(() => {
           closeTarget();
@@ -180,6 +198,7 @@ export function pump(
     : readTarget(target, channel, options, bytes, targetEnded, () => targetClosed);
 
   const done = Promise.all([clientClosed, targetDone]).then(() => {
+    clearInterval(inactivity);
     closeTarget();
     return end ?? "client";
   });
@@ -200,6 +219,34 @@ export function pump(
       return sentCode ?? clientCode;
     },
   };
+}
+
+/** Checks per timeout: the session closes between 1 and 1.25 timeouts after its last payload. */
+const INACTIVITY_CHECKS = 4;
+
+/**
+ * `--inactivity-timeout`: a timer that compares the byte counts every quarter of the timeout, so
+ * that the hot path pays nothing (no clock read per message); calls `expired` once the counts have
+ * not moved for `seconds`.
+ */
+function inactivityTimer(
+  seconds: number,
+  bytes: ByteCounts,
+  expired: () => void,
+): ReturnType<typeof setInterval> | undefined {
+  if (seconds <= 0) return undefined;
+  const period = (seconds * 1000) / INACTIVITY_CHECKS;
+  let seen = bytes.fromClient + bytes.fromTarget;
+  let quiet = 0;
+  const timer = setInterval(() => {
+    const now = bytes.fromClient + bytes.fromTarget;
+    quiet = now === seen ? quiet + 1 : 0;
+    seen = now;
+    if (quiet < INACTIVITY_CHECKS) return;
+    clearInterval(timer);
+    expired();
+  }, period);
+  return timer;
 }
 
 /** Client → target: pieces are added as they are parsed and written at the end of each chunk. */

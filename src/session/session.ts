@@ -94,6 +94,7 @@ export async function runSession(
   const handle = pump(channel, connection, {
     strictBinary: config.strictBinary,
     heartbeat: config.limits.heartbeat,
+    inactivityTimeout: config.limits.inactivityTimeout,
     recording,
     traffic: options.traffic,
     log,
