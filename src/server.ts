@@ -153,9 +153,9 @@ export async function startServer(
         onStart: (handle) => {
           sessions.add(handle);
           const ended = metrics?.sessionStarted();
-          void handle.done.then(() => {
+          void handle.done.then((end) => {
             sessions.delete(handle);
-            ended?.();
+            ended?.(end === "target-error" ? "target_error" : end);
           });
           if (stopping) handle.shutdown();
         },

@@ -12,7 +12,7 @@ import {
 } from "./_helpers.ts";
 import { sample, scrape } from "./_metrics_helpers.ts";
 import { parseMetricsAddress } from "../src/cli.ts";
-import { HANDSHAKE_FAILURES, TLS_FAILURES } from "../src/ops/metrics.ts";
+import { HANDSHAKE_FAILURES, SESSION_ENDS, TLS_FAILURES } from "../src/ops/metrics.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -86,12 +86,16 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
     const series = `websockify_handshake_failures_total{reason="${reason}"}`;
     assert.equal(sample(before, series), 0, `${series} is published from the start`);
   }
+  for (const reason of SESSION_ENDS) {
+    const series = `websockify_sessions_ended_total{reason="${reason}"}`;
+    assert.equal(sample(before, series), 0, `${series} is published from the start`);
+  }
   // docs/deploy.md's table names exactly the series published, and every refusal reason.
   const guide = await Deno.readTextFile(new URL("../docs/deploy.md", import.meta.url));
   const documented = [...guide.matchAll(/^\| `(websockify_\w+)`/gm)].map((m) => m[1]).sort();
   const published = [...before.matchAll(/^# TYPE (websockify_\w+)/gm)].map((m) => m[1]).sort();
   assert.deepEqual(documented, published);
-  for (const reason of [...HANDSHAKE_FAILURES, ...TLS_FAILURES]) {
+  for (const reason of [...HANDSHAKE_FAILURES, ...TLS_FAILURES, ...SESSION_ENDS]) {
     assert.ok(guide.includes(`\`${reason}\``), reason);
   }
 
@@ -139,6 +143,7 @@ Deno.test("--metrics counts a session's exact bytes both ways, and promtool acce
   assert.equal(sample(text, 'websockify_handshake_failures_total{reason="method"}'), 1);
   assert.equal(sample(text, 'websockify_handshake_failures_total{reason="not_upgrade"}'), 1);
   assert.equal(sample(text, "websockify_session_duration_seconds_count"), 1);
+  assert.equal(sample(text, 'websockify_sessions_ended_total{reason="client"}'), 1);
   assert.equal(sample(text, "websockify_target_connect_failures_total"), 0);
   assert.equal(sample(text, "websockify_auth_failures_total"), 0);
   assert.ok(sample(text, "process_resident_memory_bytes") > 1e6);
@@ -342,4 +347,29 @@ Deno.test("--metrics counts clients closed by --header-timeout: silent ones apar
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("--metrics counts how sessions ended: the target closing, --inactivity-timeout", async () => {
+  // The target closes the first connection after its greeting and echoes on the second.
+  let accepted = 0;
+  await using target = startTarget(async (conn) => {
+    await conn.write(GREETING);
+    if (accepted++ === 0) return conn.close();
+    await conn.readable.pipeTo(conn.writable);
+  });
+  const { proxy, base } = await startWithMetrics(target.port, ["--inactivity-timeout", "0.3"]);
+  await using _proxy = proxy;
+  const closedByTarget = await connectClient(`ws://${proxy.address}/`);
+  assert.equal((await within(closedByTarget.closed, 5000, "the target's close")).code, 1000);
+  const idle = await connectClient(`ws://${proxy.address}/`);
+  assert.deepEqual(await within(idle.closed, 5000, "the inactivity close"), {
+    code: 1001,
+    reason: "Idle for 0.3 s",
+  });
+  const series = (reason: string) => `websockify_sessions_ended_total{reason="${reason}"}`;
+  const text = await scrapeUntil(base, series("inactivity"), 1);
+  assert.equal(sample(text, series("target")), 1);
+  assert.equal(sample(text, series("inactivity")), 1);
+  assert.equal(sample(text, series("client")), 0);
+  assert.equal(sample(text, "websockify_sessions_active"), 0);
 });

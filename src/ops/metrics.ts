@@ -39,6 +39,21 @@ export const TLS_FAILURES = [
 ] as const;
 export type TlsFailure = typeof TLS_FAILURES[number];
 
+/**
+ * How sessions ended (`websockify_sessions_ended_total{reason}`): the client closed, the target
+ * closed, the target failed (read or write error), the proxy drained, `--heartbeat` dropped a
+ * silent client, `--inactivity-timeout` closed an idle session.
+ */
+export const SESSION_ENDS = [
+  "client",
+  "target",
+  "target_error",
+  "shutdown",
+  "heartbeat",
+  "inactivity",
+] as const;
+export type SessionEnd = typeof SESSION_ENDS[number];
+
 /** Why a connection was refused before HTTP (`websockify_connections_refused_total{reason}`). */
 export type ConnectionRefusal = "max_connections" | "per_ip";
 
@@ -67,6 +82,7 @@ export class Metrics {
   listening = false;
   readonly #active: client.Gauge;
   readonly #sessions: client.Counter;
+  readonly #ended: client.Counter<"reason">;
   readonly #handshakeFailures: client.Counter<"reason">;
   readonly #connectFailures: client.Counter;
   readonly #authFailures: client.Counter;
@@ -87,6 +103,13 @@ export class Metrics {
       help: "WebSocket sessions connected to their target since start",
       registers,
     });
+    this.#ended = new client.Counter({
+      name: "websockify_sessions_ended_total",
+      help: "WebSocket sessions ended, by which side or rule ended them",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const reason of SESSION_ENDS) this.#ended.inc({ reason }, 0);
     new client.Counter({
       name: "websockify_bytes_total",
       help: "Payload bytes forwarded, by direction",
@@ -146,12 +169,13 @@ export class Metrics {
   }
 
   /** A session reached its target; returns the call that records its end. */
-  sessionStarted(): () => void {
+  sessionStarted(): (reason: SessionEnd) => void {
     this.#active.inc();
     this.#sessions.inc();
     const started = performance.now();
-    return () => {
+    return (reason) => {
       this.#active.dec();
+      this.#ended.inc({ reason });
       this.#duration.observe((performance.now() - started) / 1000);
     };
   }
