@@ -155,7 +155,7 @@ export async function startServer(
           const ended = metrics?.sessionStarted();
           void handle.done.then((end) => {
             sessions.delete(handle);
-            ended?.(end === "target-error" ? "target_error" : end);
+            ended?.(end);
           });
           if (stopping) handle.shutdown();
         },

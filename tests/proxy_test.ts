@@ -425,6 +425,22 @@ Deno.test("proxy --inactivity-timeout closes a session only after that long with
   });
 });
 
+Deno.test("proxy --inactivity-timeout leaves a session that is already closing to its close handshake", async () => {
+  // The target hangs up at once; the client never answers the proxy's close frame.
+  await using target = startTarget((conn) => Promise.resolve(conn.close()));
+  await using proxy = await startProxy([
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+    "--inactivity-timeout",
+    "0.2",
+  ]);
+  const answer = await rawExchange(proxy.port, upgradeRequest("/"), { ms: 1200 });
+  const text = new TextDecoder().decode(answer);
+  assert.match(text, /^HTTP\/1\.1 101 /);
+  assert.ok(text.includes("Target closed"), "no close frame for the target's end");
+  assert.doesNotMatch(proxy.stderr(), /No data either way/, "closed twice, for two reasons");
+});
+
 Deno.test("proxy --record writes upstream's VNC_frame_data format", async () => {
   await using echo = startEcho();
   const dir = await Deno.makeTempDir();

@@ -13,7 +13,7 @@ import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
 import { COALESCE_LIMIT, COALESCE_PIECE, SocketConnection } from "../targets/socket_target.ts";
 import type { DataOpcode } from "../websocket/framer.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
-import type { ByteCounts as ByteTotals } from "../ops/metrics.ts";
+import type { ByteCounts as ByteTotals, SessionEnd } from "../ops/metrics.ts";
 import type { Recording } from "./record.ts";
 import type { TargetConnection } from "../types.ts";
 
@@ -39,7 +39,7 @@ export interface PumpOptions {
   /** Ping interval in seconds (0: off); a peer silent for twice that is dropped. */
   readonly heartbeat: number;
   /** Seconds without payload either way after which the session is closed with 1001 (0: off). */
-  readonly inactivityTimeout?: number;
+  readonly inactivityTimeout: number;
   /** Session recording, when `--record` is on. */
   readonly recording: Recording | undefined;
   /** Traffic legend, when `--traffic` is on. */
@@ -52,14 +52,8 @@ export interface PumpOptions {
   readonly totals?: ByteTotals | undefined;
 }
 
-/** How a session ended. */
-export type PumpEnd =
-  | "client"
-  | "target"
-  | "target-error"
-  | "shutdown"
-  | "heartbeat"
-  | "inactivity";
+/** How a session ended: the reasons of `websockify_sessions_ended_total` (src/ops/metrics.ts). */
+export type PumpEnd = SessionEnd;
 
 /** A running session's handle. */
 export interface PumpHandle {
@@ -114,7 +108,7 @@ export function pump(
   const targetFailed = (what: string, error: unknown) => {
     if (targetClosed) return;
     log.debug(`${options.targetName}: Target ${what} failed: ${String(error)}`);
-    finish("target-error");
+    finish("target_error");
     closeClient(1011, "Target connection failed");
     closeTarget();
   };
@@ -133,8 +127,10 @@ export function pump(
     }, options.heartbeat * 1000)
     : undefined;
 
-  const inactivity = inactivityTimer(options.inactivityTimeout ?? 0, bytes, () => {
-    const seconds = options.inactivityTimeout!;
+  const seconds = options.inactivityTimeout;
+  const inactivity = inactivityTimer(seconds, bytes, () => {
+    // A session already ending for another reason (in its close handshake) is left to it.
+    if (end !== undefined) return;
     log.info(`No data either way for ${seconds} s: closing the session (--inactivity-timeout)`);
     finish("inactivity");
     closeClient(1001, `Idle for ${seconds} s`);
@@ -175,7 +171,6 @@ export function pump(
         finish("client");
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
-        clearInterval(inactivity);
         // Deliver what the client sent before its close, then close the target.
         void toTarget.settled().then(() => {
           closeTarget();
