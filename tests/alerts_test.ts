@@ -5,23 +5,10 @@
  * tests/metrics_test.ts checks against a live `/metrics`).
  */
 import assert from "node:assert/strict";
-import { within } from "./_helpers.ts";
+import { promtool } from "./_metrics_helpers.ts";
 
 const RULES = new URL("../deploy/alerts.yml", import.meta.url).pathname;
 const GUIDE = new URL("../docs/deploy.md", import.meta.url).pathname;
-const decoder = new TextDecoder();
-
-async function promtool(args: string[]): Promise<{ code: number; output: string }> {
-  const output = await within(
-    new Deno.Command("/usr/bin/promtool", { args, stdout: "piped", stderr: "piped" }).output(),
-    30000,
-    `promtool ${args[0]} ${args[1]}`,
-  );
-  return {
-    code: output.code,
-    output: decoder.decode(output.stdout) + decoder.decode(output.stderr),
-  };
-}
 
 /** Series for instance `a` that raise every rule, and instance `quiet` with zero rates. */
 const SERIES: [string, string, string][] = [
@@ -124,7 +111,8 @@ function alertNames(text: string): string[] {
 Deno.test("deploy/alerts.yml: promtool accepts the rules", async () => {
   const checked = await promtool(["check", "rules", RULES]);
   assert.equal(checked.code, 0, checked.output);
-  assert.match(checked.output, /SUCCESS: 7 rules found/);
+  const count = alertNames(await Deno.readTextFile(RULES)).length;
+  assert.match(checked.output, new RegExp(`SUCCESS: ${count} rules found`));
 });
 
 Deno.test("deploy/alerts.yml: every alert fires on its series and stays quiet on an idle instance", async () => {

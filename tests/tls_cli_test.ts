@@ -4,7 +4,7 @@ import { X509Certificate } from "node:crypto";
 import { WebSocket } from "ws";
 import { runMain } from "./_helpers.ts";
 import { makeTestPki, spawnProxy, startEchoServer, type TestPki } from "./_tls_helpers.ts";
-import { sample, scrape } from "./_metrics_helpers.ts";
+import { sample, scrape, scrapeUntil } from "./_metrics_helpers.ts";
 import { TLS_FAILURES } from "../src/ops/metrics.ts";
 import { launchChromium } from "./_novnc_helpers.ts";
 
@@ -143,9 +143,7 @@ Deno.test("--metrics counts connections that end at the TLS layer, by reason, an
     echoed: "ping",
   });
 
-  const deadline = Date.now() + 5000;
-  let text = await scrape(base);
-  while (sample(text, series("handshake")) < 2 && Date.now() < deadline) text = await scrape(base);
+  const text = await scrapeUntil(base, series("handshake"), 2);
   assert.equal(sample(text, series("client_certificate")), 2);
   assert.equal(sample(text, series("handshake")), 2);
   assert.equal(sample(text, series("not_tls")), 1);
@@ -310,8 +308,5 @@ Deno.test("Chromium refusing the proxy's certificate is logged at info with what
     /TLS handshake failed: the client does not trust the certificate \(.*\): install its CA/,
   );
   const series = 'websockify_tls_failures_total{reason="handshake"}';
-  const deadline = Date.now() + 5000;
-  let text = await scrape(base);
-  while (sample(text, series) < 1 && Date.now() < deadline) text = await scrape(base);
-  assert.equal(sample(text, series), 1);
+  assert.equal(sample(await scrapeUntil(base, series, 1), series), 1);
 });
