@@ -10,9 +10,9 @@
  * limited each figure), and the load generator's headroom. `--only` takes a comma-separated list
  * of the parts in PARTS.
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
- * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --no-optimize-for-size` shows
- * V8's default heap policy beside the flag main.ts applies (docs/decisions.md, "Memory under
- * churn: applied").
+ * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --optimize-for-size` shows
+ * the flag used before beside the ones main.ts applies (docs/decisions.md, "V8 flags: small young
+ * generation and sqrt limits instead of --optimize-for-size").
  *
  * The load generator and the TCP target are one C program, `scripts/loadgen.c`, compiled at
  * start (`scripts/loadgen.ts`). Servers under test are pinned to CPU 0, the load generator and
