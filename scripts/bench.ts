@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick] [--workers N] [--no-python] [--no-pin] [--only PARTS]
+ * `deno task bench [--quick] [--rounds N] [--workers N] [--no-python] [--no-pin] [--only PARTS]
  * [--compare-v8 FLAGS]...`: measures the
  * proxy against the limit (`Deno.serve` + `Deno.upgradeWebSocket` echoing, discarding or
  * sending, without a proxy: `scripts/bench_roles.ts`), websocketd running `cat` (or the C target
@@ -12,7 +12,10 @@
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
  * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --optimize-for-size` shows
  * the flag used before beside the ones main.ts applies (docs/decisions.md, "V8 flags: small young
- * generation and sqrt limits instead of --optimize-for-size").
+ * generation and sqrt limits instead of --optimize-for-size"); the set-up, one-way and echoing rows
+ * note each such column's paired ratio to deno (the median of the rounds' ratios, steadier on a
+ * noisy machine than the ratio of the medians). `--rounds N` runs each figure N times instead of 3
+ * (1 with `--quick`).
  *
  * The load generator and the TCP target are one C program, `scripts/loadgen.c`, compiled at
  * start (`scripts/loadgen.ts`). Servers under test are pinned to CPU 0, the load generator and
@@ -40,6 +43,8 @@ type Json = Record<string, unknown>;
 
 interface Options {
   quick: boolean;
+  /** Runs per figure (`--rounds`); undefined: 3, or 1 with --quick. */
+  rounds: number | undefined;
   workers: number;
   python: boolean;
   pin: boolean;
@@ -53,6 +58,7 @@ function parseOptions(args: string[]): Options {
   const names = PARTS.map((part) => part.name);
   const options: Options = {
     quick: false,
+    rounds: undefined,
     workers: 1,
     python: true,
     pin: true,
@@ -65,6 +71,7 @@ function parseOptions(args: string[]): Options {
     else if (arg === "--no-python") options.python = false;
     else if (arg === "--no-pin") options.pin = false;
     else if (arg === "--workers") options.workers = Number(args[++i]);
+    else if (arg === "--rounds") options.rounds = Number(args[++i]);
     else if (arg === "--compare-v8") options.compareV8.push(args[++i] ?? "");
     else if (arg === "--only") {
       options.only = (args[++i] ?? "").split(",").filter(Boolean);
@@ -77,13 +84,17 @@ function parseOptions(args: string[]): Options {
       }
     } else {
       throw new Error(
-        `Unknown option '${arg}': use --quick, --workers N, --no-python, --no-pin, --only PARTS ` +
+        `Unknown option '${arg}': use --quick, --rounds N, --workers N, --no-python, --no-pin, ` +
+          "--only PARTS " +
           "or --compare-v8 FLAGS",
       );
     }
   }
   if (!Number.isInteger(options.workers) || options.workers < 1) {
     throw new Error("--workers takes a whole number of processes, 1 or more");
+  }
+  if (options.rounds !== undefined && (!Number.isInteger(options.rounds) || options.rounds < 1)) {
+    throw new Error("--rounds takes a whole number of runs per figure, 1 or more");
   }
   return options;
 }
@@ -515,7 +526,7 @@ async function main(): Promise<void> {
   ).split("\n")[0];
   const loadgen = await buildLoadgen();
   const floor = await buildFloorProxy();
-  const repeats = options.quick ? 1 : 3;
+  const repeats = options.rounds ?? (options.quick ? 1 : 3);
   log(`bench: ${options.quick ? "quick" : "full"} mode, ${repeats} run(s) per figure`);
   const target = await startTarget(options, loadgen);
   const running: Subject[] = [];
@@ -595,7 +606,7 @@ async function startServers(
   const rows: Row[] = [];
   const run: BenchRun = {
     options,
-    repeats: options.quick ? 1 : 3,
+    repeats: options.rounds ?? (options.quick ? 1 : 3),
     windowMs: options.quick ? 1000 : 2000,
     warmupMs: options.quick ? 300 : 500,
     subjects,
@@ -680,6 +691,26 @@ function keepCpu(row: Row, name: string, result: Json): void {
 }
 
 /** Appends `value` to the list kept under `key`. */
+/**
+ * Notes on each `deno [FLAGS]` column (--compare-v8) of `row` its paired ratio to deno: the median
+ * of the rounds' ratios (`lists` holds each subject's figures in round order), and in how many
+ * rounds it did better.
+ */
+function notePaired(row: Row, lists: Map<string, number[]>): void {
+  const deno = lists.get("deno");
+  if (deno === undefined) return;
+  for (const [name, list] of lists) {
+    if (!name.startsWith("deno [")) continue;
+    const ratios = list.map((value, round) => value / deno[round]!).filter(Number.isFinite);
+    if (ratios.length === 0) continue;
+    const better = ratios.filter((ratio) => row.higher ? ratio > 1 : ratio < 1).length;
+    const paired = `paired ${median(ratios).toFixed(2)}× deno, better in ${better} of ` +
+      `${ratios.length} rounds`;
+    const note = row.notes.get(name);
+    row.notes.set(name, note === undefined ? paired : `${note}; ${paired}`);
+  }
+}
+
 function pushTo(map: Map<string, number[]>, key: string, value: number): void {
   map.set(key, [...map.get(key) ?? [], value]);
 }
@@ -725,6 +756,7 @@ async function throughputPart(run: BenchRun): Promise<void> {
     }
     for (const [subject, values] of samples) row.values.set(subject, median(values));
     if (run.subjects.some((s) => s.oneWay)) row.notes.set("websocketd", "C target over stdio");
+    notePaired(row, samples);
   }
 }
 
@@ -779,6 +811,7 @@ async function setupPart(run: BenchRun): Promise<void> {
     }
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
+  notePaired(setup, rates);
 }
 
 /** The proxy running `cat` per session over stdio, in line mode (`--stdio --stdio-text`). */
@@ -915,6 +948,7 @@ async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
   if (large && run.subjects.some((s) => s.name === "python")) {
     rate.notes.set("python", "forks per session: not run");
   }
+  notePaired(rate, rates);
 }
 
 // A new client while 2,000 sessions echo at full speed: handshake and first echo, one after

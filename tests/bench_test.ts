@@ -107,9 +107,19 @@ Deno.test("bench refuses an unknown --only part with the list of parts", async (
   assert.match(stderr, /Unknown part 'warp' for --only: use a comma-separated list of throughput/);
 });
 
-Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags", async () => {
+Deno.test("bench refuses --rounds that is not a whole number of runs", async () => {
+  for (const rounds of ["0", "1.5", "many"]) {
+    const { code, stderr } = await bench(["--rounds", rounds, "--only", "setup"]);
+    assert.notEqual(code, 0);
+    assert.match(stderr, /--rounds takes a whole number of runs per figure, 1 or more/);
+  }
+});
+
+Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags, paired with deno", async () => {
   const { code, stdout, stderr } = await bench([
     "--quick",
+    "--rounds",
+    "2",
     "--only",
     "setup",
     "--no-python",
@@ -124,7 +134,13 @@ Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags", 
   assert.ok(column > header.indexOf("deno"), `no deno [FLAGS] column after deno: ${header}`);
   const setup = rowOf(figures!, "set-up");
   assert.match(setup[header.indexOf("deno")]!, /^[\d,.]+$/);
-  assert.match(setup[column]!, /^[\d,.]+$/, "the compared proxy's set-up rate");
+  // Two rounds each (--rounds 2), and the median of the two rounds' ratios to deno.
+  assert.match(stderr, /quick mode, 2 run\(s\) per figure/);
+  assert.match(
+    setup[column]!,
+    /^[\d,.]+ \(paired \d+\.\d\d× deno, better in [012] of 2 rounds\)$/,
+    "the compared proxy's set-up rate and its paired ratio",
+  );
 });
 
 /** A figure, with how many of the 1,000 sessions were served when not all were. */
