@@ -10,9 +10,9 @@
  * limited each figure), and the load generator's headroom. `--only` takes a comma-separated list
  * of the parts in PARTS.
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
- * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --optimize-for-size` shows
- * the flag used before beside the ones main.ts applies (docs/decisions.md, "V8 flags: small young
- * generation and sqrt limits instead of --optimize-for-size"); the set-up, one-way and echoing rows
+ * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --no-optimize-for-size` shows
+ * V8's default heap policy beside the flag main.ts applies (docs/decisions.md, "Memory under
+ * churn: applied", and "V8 flags: what --optimize-for-size costs"); the set-up, one-way and echoing rows
  * note each such column's paired ratio to deno (the median of the rounds' ratios, steadier on a
  * noisy machine than the ratio of the medians). `--rounds N` runs each figure N times instead of 3
  * (1 with `--quick`).

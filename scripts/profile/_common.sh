@@ -5,7 +5,7 @@
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=${OUT:-/tmp/websockify-profile}
 # The start task's flags (src/ops/v8_flags.ts, V8_FLAGS): the proxy is profiled as users run it.
-V8_FLAGS=--max-semi-space-size=1,--sqrt-allocation-limits,--sqrt-allocation-limits-max-growing-factor=1.5
+V8_FLAGS=--optimize-for-size
 ALL_SERVERS=(deno-proxy node-proxy deno-ws-echo deno-relay net-relay-deno net-relay-node)
 # Also startable by name: deno-relay-4k (the Deno.Conn relay with 4 KiB read buffers), and
 # min-proxy-net / min-proxy-deno / min-proxy-deno-nowait (scripts/profile/min_ws_proxy.ts: a

@@ -13,14 +13,8 @@
  * @module
  */
 
-/**
- * The flags (comma separated, as `DENO_V8_FLAGS` takes them): a 1 MiB semi-space and old-generation
- * limits that grow by at most 1.5× per full GC keep RSS flat under churn at about a fifth less CPU
- * per connection than `--optimize-for-size`, which this replaced (docs/decisions.md, "V8 flags:
- * small young generation and sqrt limits instead of --optimize-for-size").
- */
-export const V8_FLAGS =
-  "--max-semi-space-size=1,--sqrt-allocation-limits,--sqrt-allocation-limits-max-growing-factor=1.5";
+/** The flags (comma separated, as `DENO_V8_FLAGS` takes them). */
+export const V8_FLAGS = "--optimize-for-size";
 
 /** The environment variable Deno reads V8 flags from. */
 export const V8_FLAGS_VARIABLE = "DENO_V8_FLAGS";
