@@ -103,9 +103,11 @@ const haveTaskset = await Deno.stat("/usr/bin/taskset").then(() => true, () => f
 const cpuCount = navigator.hardwareConcurrency;
 
 /** A background process whose output is drained so it never blocks on a full pipe. */
-class Child {
+export class Child {
   readonly process: Deno.ChildProcess;
   readonly lines: string[] = [];
+  /** How the process ended ("exit code 1", "signal SIGKILL"), once it has. */
+  exit: string | undefined;
   /** Resolves once both output streams have ended and every line is in `lines`. */
   readonly finished: Promise<void>;
   #waiters: { match: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
@@ -129,6 +131,9 @@ class Child {
       this.#drain(this.process.stdout),
       this.#drain(this.process.stderr),
     ]).then(() => {});
+    this.process.status.then((status) => {
+      this.exit = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;
+    });
   }
 
   get pid(): number {
@@ -246,6 +251,8 @@ interface Subject {
   forks?: boolean;
   /** Starts a fresh copy (after stop()). */
   restart?: () => Promise<Subject>;
+  /** How its process ended and its last output, once it has ended by itself. */
+  exited?: () => string | undefined;
   stop(): Promise<void>;
 }
 
@@ -314,13 +321,27 @@ async function startTaskEnv(): Promise<Record<string, string>> {
   return flags ? { DENO_V8_FLAGS: flags } : {};
 }
 
-function subjectOf(
+export function subjectOf(
   name: string,
   child: Child,
   route: Route,
   usesTarget: boolean,
 ): Subject {
-  return { name, route, pids: [child.pid], usesTarget, stop: () => child.stop() };
+  let stopped = false;
+  return {
+    name,
+    route,
+    pids: [child.pid],
+    usesTarget,
+    exited: () =>
+      stopped || child.exit === undefined
+        ? undefined
+        : `${child.exit}; last output: ${child.lines.slice(-2).join(" | ") || "none"}`,
+    stop: () => {
+      stopped = true;
+      return child.stop();
+    },
+  };
 }
 
 async function startDenoProxy(
@@ -423,6 +444,8 @@ interface Row {
   higher: boolean;
   values: Map<string, number>;
   notes: Map<string, string>;
+  /** Columns whose process died during the row (shown after their note). */
+  exits: Map<string, string>;
   /** Per column: did every session get served (echo rows); a goal fails when not. */
   served: Map<string, boolean>;
   cpu: Map<string, CpuSample[]>;
@@ -619,6 +642,7 @@ async function startServers(
         higher,
         values: new Map(),
         notes: new Map(),
+        exits: new Map(),
         served: new Map(),
         cpu: new Map(),
         goals,
@@ -627,6 +651,25 @@ async function startServers(
       return r;
     },
     async measure(subject, mode, keys, row) {
+      // A column whose process has died is started again when it can be, and never measured
+      // dead: a figure of 0 would read as the server's.
+      const gone = subject.exited?.();
+      if (gone !== undefined) {
+        const index = subjects.findIndex((s) => s.name === subject.name);
+        const old = subjects[index];
+        if (!old?.restart) {
+          log(`  ${subject.name} has exited (${gone}): not measured`);
+          row?.exits.set(subject.name, "exited, not measured");
+          return { error: `${subject.name} has exited` };
+        }
+        log(`  ${subject.name} had exited (${gone}): started again`);
+        row?.exits.set(subject.name, "exited, started again");
+        const fresh = await old.restart();
+        if (old.oneWay) fresh.oneWay = old.oneWay;
+        subjects[index] = fresh;
+        running[running.indexOf(old)] = fresh;
+        subject = subject === old ? fresh : { ...(fresh.oneWay ?? fresh), name: subject.name };
+      }
       const route = subject.route;
       const args = [
         mode,
@@ -639,6 +682,12 @@ async function startServers(
       ];
       if (subject.forks) await settle(subject);
       const result = await runLoadgen(options, loadgen, args, `${subject.name} ${mode}`);
+      const died = subject.exited?.();
+      if (died !== undefined) {
+        log(`  ${subject.name} exited during ${mode} (${died}): its figure is dropped`);
+        row?.exits.set(subject.name, "exited during a run, figure dropped");
+        return { error: `${subject.name} exited` };
+      }
       if (row) keepCpu(row, subject.name, result);
       return result;
     },
@@ -914,7 +963,7 @@ async function echoingSessions(run: BenchRun, sessions: number): Promise<void> {
       pushTo(memories, subject.name, num(result.memoryKib) / 1024);
       pushTo(served, subject.name, Number(result.served ?? 0));
       pushTo(opened, subject.name, Number(result.opened ?? 0));
-      if (Number(result.served) !== sessions && !python) {
+      if (Number(result.served) !== sessions && !python && !result.error) {
         log(
           `  ${subject.name}: ${result.served}/${sessions} served (opened ${result.opened}, ` +
             `never started ${result.neverStarted}, stalled ${result.stalled}, closed ` +
@@ -1117,7 +1166,7 @@ function renderTable(
         : "–";
     };
     const cells = names.map((name) => {
-      const note = row.notes.get(name);
+      const note = [row.notes.get(name), row.exits.get(name)].filter(Boolean).join("; ");
       const value = format(row.values.get(name), row.unit);
       return note ? (value === "–" ? note : `${value} (${note})`) : value;
     });

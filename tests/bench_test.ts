@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { sizingLines } from "../scripts/bench_cluster.ts";
+import { Child, subjectOf } from "../scripts/bench.ts";
 
 const BENCH = new URL("../scripts/bench.ts", import.meta.url).pathname;
 
@@ -197,4 +198,24 @@ Deno.test("sizingLines turns the 1,000-session and idle rows into sessions per c
   assert.match(lines.join("\n"), /, 10 msg\/s each: 4,000,/);
   assert.match(lines.join("\n"), /16\.0 KiB per idle session = 65,536 idle sessions per GiB/);
   assert.deepEqual(sizingLines([]), []);
+});
+
+Deno.test("a column whose process has ended by itself says how, with its last output; a stopped one does not", async () => {
+  const route = { port: 1, ws: true, mode: false };
+  const crashed = new Child("sh", ["-c", "echo starting; echo boom >&2; exit 3"], undefined);
+  const dead = subjectOf("websocketd", crashed, route, false);
+  await crashed.process.status;
+  await crashed.finished;
+  // The exit is recorded by the status promise's own handler: give it its turn.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.match(
+    dead.exited!() ?? "",
+    /^exit code 3; last output: (starting \| boom|boom \| starting)$/,
+  );
+
+  const running = new Child("sleep", ["30"], undefined);
+  const alive = subjectOf("floor", running, route, false);
+  assert.equal(alive.exited!(), undefined, "a running process has not exited");
+  await alive.stop();
+  assert.equal(alive.exited!(), undefined, "a process the bench stopped is not reported as dead");
 });
