@@ -12,10 +12,10 @@
  * `--compare-v8 FLAGS` (repeatable) adds a proxy column `deno [FLAGS]` started with
  * `DENO_V8_FLAGS=FLAGS` instead of the start task's; `--compare-v8 --no-optimize-for-size` shows
  * V8's default heap policy beside the flag main.ts applies (docs/decisions.md, "Memory under
- * churn: applied", and "V8 flags: what --optimize-for-size costs"); the set-up, one-way and echoing rows
- * note each such column's paired ratio to deno (the median of the rounds' ratios, steadier on a
- * noisy machine than the ratio of the medians). `--rounds N` runs each figure N times instead of 3
- * (1 with `--quick`).
+ * churn: applied", and "V8 flags: what --optimize-for-size costs"); the set-up, one-way and
+ * echoing rows note each such column's paired ratio to deno (the median of the rounds' ratios,
+ * steadier on a noisy machine than the ratio of the medians). `--rounds N` runs each figure N
+ * times instead of 3 (5 for latency, 1 with `--quick`).
  *
  * The load generator and the TCP target are one C program, `scripts/loadgen.c`, compiled at
  * start (`scripts/loadgen.ts`). Servers under test are pinned to CPU 0, the load generator and
@@ -818,7 +818,7 @@ async function latencyPart(run: BenchRun): Promise<void> {
     { against: "python", ratio: 0.75, text: "≤ 0.75× python" },
   ]);
   const quick = run.options.quick;
-  const rounds = quick ? 1 : 5;
+  const rounds = run.options.rounds ?? (quick ? 1 : 5);
   const p50s = new Map<string, number[]>();
   const p99s = new Map<string, number[]>();
   for (let round = 0; round < rounds; round++) {
