@@ -31,6 +31,7 @@
  */
 
 import net from "node:net";
+import zlib from "node:zlib";
 import { clusterPart, metricsPart, sizingLines } from "./bench_cluster.ts";
 import { buildFloorProxy, buildLoadgen } from "./loadgen.ts";
 
@@ -496,6 +497,7 @@ const PARTS: readonly Part[] = [
   { name: "latency", run: latencyPart },
   { name: "setup", run: setupPart },
   { name: "stdio", run: stdioPart },
+  { name: "deflate", run: deflatePart },
   { name: "concurrency", run: concurrencyPart },
   { name: "newcomer", run: newcomerPart },
   { name: "idle", run: idlePart },
@@ -861,6 +863,68 @@ async function setupPart(run: BenchRun): Promise<void> {
   }
   for (const [name, list] of rates) setup.values.set(name, median(list));
   notePaired(setup, rates);
+}
+
+/**
+ * 64 KiB of JSON lines, as a telemetry feed sends them (pseudo-random but the same every run),
+ * compressed as a browser would (raw deflate, zlib's default level, Z_SYNC_FLUSH, its 00 00 ff ff
+ * tail removed) into a temporary file for loadgen's deflate= key.
+ */
+async function deflatedMessage(): Promise<{ path: string; plain: number; packed: number }> {
+  let seed = 1;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  let text = "";
+  for (let id = 0; text.length < 65536; id++) {
+    text += JSON.stringify({
+      id,
+      sensor: `sensor-${Math.floor(random() * 500)}`,
+      t: 1765000000000 + id * 17,
+      value: Math.round(random() * 1e5) / 100,
+      ok: random() > 0.1,
+    }) + "\n";
+  }
+  const plain = new TextEncoder().encode(text.slice(0, 65536));
+  const packed = zlib.deflateRawSync(plain, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  const path = await Deno.makeTempFile({ prefix: "websockify-bench-", suffix: ".deflate" });
+  await Deno.writeFile(path, packed.subarray(0, packed.length - 4));
+  return { path, plain: plain.length, packed: packed.length - 4 };
+}
+
+// ws→tcp with --permessage-deflate: the same compressed 64 KiB JSON message again and again, the
+// proxy inflating each (no context takeover, as it negotiates), the sink counting what comes
+// out; rounds alternate with uncompressed 64 KiB messages on the same proxy. Only the proxy: the
+// limit, websocketd and Python websockify have no permessage-deflate.
+async function deflatePart(run: BenchRun): Promise<void> {
+  log("- permessage-deflate");
+  const row = run.row("ws→tcp, 64 KiB JSON messages, permessage-deflate", "MB/s", true);
+  const message = await deflatedMessage();
+  const subject = await run.proxy("deno", ["--permessage-deflate"]);
+  try {
+    const compressed: number[] = [];
+    const plain: number[] = [];
+    for (let round = 0; round < run.repeats; round++) {
+      const keys = { window: run.windowMs, warmup: run.warmupMs };
+      const inflated = await run.measure(subject, "up", { ...keys, deflate: message.path }, row);
+      compressed.push(num(inflated.mbps));
+      plain.push(num((await run.measure(subject, "up", { ...keys, size: 65536 })).mbps));
+    }
+    const rate = median(compressed);
+    row.values.set("deno", rate);
+    for (const other of run.subjects) {
+      if (!other.name.startsWith("deno")) row.notes.set(other.name, "no permessage-deflate");
+    }
+    const ratio = message.plain / message.packed;
+    row.notes.set(
+      "deno",
+      `payload inflated; ${format(rate / ratio, "MB/s")} MB/s on the wire (${
+        ratio.toFixed(1)
+      }:1); ` +
+        `${format(median(plain), "MB/s")} MB/s uncompressed`,
+    );
+  } finally {
+    await subject.stop();
+    await Deno.remove(message.path).catch(() => {});
+  }
 }
 
 /** The proxy running `cat` per session over stdio, in line mode (`--stdio --stdio-text`). */

@@ -50,10 +50,13 @@
  *         text message and expects it back (a line program such as cat behind websocketd or
  *         --stdio-text). warmup=MS: the loops run that long before the window opens (nothing
  *         counted). -> rate (conn/s), completed (in the window), failed, usPer.
- *   up    size=65536 window=MS warmup=MS
+ *   up    size=65536 window=MS warmup=MS deflate=PATH
  *         ws->tcp: sends "S"+u32 window+u32 warmup, then `size`-byte messages as fast as the
  *         socket takes them (256 KiB writes); the sink counts what arrives during its window and
- *         answers with a u64. -> mbps (MB/s at the sink), bytes.
+ *         answers with a u64. -> mbps (MB/s at the sink), bytes. deflate=PATH (any mode offers
+ *         permessage-deflate with it): each message is the file's bytes, a raw deflate stream
+ *         without its 00 00 ff ff tail, sent with RSV1 instead of `size` bytes; the sink counts
+ *         what the proxy inflated them to.
  *   down  size=65536 window=MS warmup=MS discard=1
  *         tcp->ws: sends "R"+u32 size; the source writes `size`-byte chunks as fast as it can;
  *         counts payload received for window after warmup. -> mbps, bytes. discard=1: payload
@@ -112,6 +115,8 @@
 /* ------------------------------------------------------------------ options */
 
 #define MAX_OPTS 32
+/* deflate=PATH: offer permessage-deflate; up mode sends the file's bytes as compressed messages. */
+static const char *deflate_path;
 static const char *opt_keys[MAX_OPTS];
 static const char *opt_vals[MAX_OPTS];
 static int opt_used[MAX_OPTS];
@@ -804,12 +809,15 @@ static void client_init(void) {
     fprintf(stderr, "loadgen: host=%s is not an IPv4 address\n", host);
     exit(2);
   }
+  deflate_path = opt_str("deflate", NULL);
   request_len = (size_t)snprintf(
       request, sizeof request,
       "GET / HTTP/1.1\r\nHost: %s:%ld\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-      "Sec-WebSocket-Protocol: binary\r\nOrigin: http://%s\r\n\r\n",
-      host, port, host);
+      "Sec-WebSocket-Protocol: binary\r\nOrigin: http://%s\r\n%s\r\n",
+      host, port, host,
+      deflate_path ? "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+                   : "");
   parse_pids(opt_str("server", NULL), server_pids, &server_npids);
   parse_pids(opt_str("target", NULL), target_pids, &target_npids);
   epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1277,10 +1285,29 @@ static void mode_up(void) {
   long window = opt_long("window", 2000);
   long warmup = opt_long("warmup", 500);
   opts_check();
-  uint8_t *payload = malloc(size);
-  memset(payload, 0xa5, size);
+  uint8_t *payload;
+  if (deflate_path) {
+    /* The message as the file holds it (raw deflate, its 00 00 ff ff tail removed), sent with
+       RSV1: the proxy inflates it, the sink counts what it inflated to. */
+    FILE *file = fopen(deflate_path, "rb");
+    if (!file) {
+      fprintf(stderr, "loadgen: deflate=%s: %s\n", deflate_path, strerror(errno));
+      exit(2);
+    }
+    payload = malloc(16 * 1024 * 1024);
+    size = fread(payload, 1, 16 * 1024 * 1024, file);
+    fclose(file);
+    if (size == 0) {
+      fprintf(stderr, "loadgen: deflate=%s is empty\n", deflate_path);
+      exit(2);
+    }
+  } else {
+    payload = malloc(size);
+    memset(payload, 0xa5, size);
+  }
   size_t frame_len;
   uint8_t *frame = make_frame(2, payload, size, &frame_len);
+  if (deflate_path) frame[0] |= 0x40;
   size_t per = frame_len >= 256 * 1024 ? 1 : 256 * 1024 / frame_len;
   up_block = malloc(per * frame_len);
   for (size_t i = 0; i < per; i++) memcpy(up_block + i * frame_len, frame, frame_len);

@@ -144,6 +144,27 @@ Deno.test("bench --compare-v8 adds a proxy column started with those V8 flags, p
   );
 });
 
+Deno.test("bench --quick --only deflate measures compressed 64 KiB messages through --permessage-deflate", async () => {
+  const { code, stdout, stderr } = await bench([
+    "--quick",
+    "--only",
+    "deflate",
+    "--no-python",
+    "--no-pin",
+  ]);
+  assert.equal(code, 0, stderr);
+  const [figures] = stdout.split("CPU use during each test");
+  const header = rowOf(figures!, "test | unit");
+  const row = rowOf(figures!, "ws→tcp, 64 KiB JSON messages, permessage-deflate");
+  // A rate of inflated payload, with the wire rate, the compression ratio and the plain rate.
+  assert.match(
+    row[header.indexOf("deno")]!,
+    /^[\d,.]+ \(payload inflated; [\d,.]+ MB\/s on the wire \(\d+\.\d:1\); [\d,.]+ MB\/s uncompressed\)$/,
+  );
+  assert.equal(row[header.indexOf("limit")], "no permessage-deflate");
+  assert.equal(row[header.indexOf("floor")], "no permessage-deflate");
+});
+
 /** A figure, with how many of the 1,000 sessions were served when not all were. */
 const FIGURE = /^[\d,.]+( \(\d+\/1000 served\))?$/;
 
