@@ -219,3 +219,53 @@ Deno.test("without --permessage-deflate an offer is ignored", async () => {
   assert.equal(await within(client.readCloseCode(), 5000, "RSV1 without the option"), 1002);
   client.close();
 });
+
+Deno.test("--permessage-deflate: inflated messages queued behind a slow target reach it intact", async () => {
+  // Each inflated message (a buffer of its own) is freed once written; while the target does not
+  // read, they wait in the socket's queue and must stay whole until then.
+  const messages = Array.from({ length: 240 }, (_, index) => {
+    const message = prose(64 * 1024);
+    message.set(encoder.encode(`message ${index} `));
+    return message;
+  });
+  const sent = concatBytes(messages);
+  let received: Uint8Array = new Uint8Array(0);
+  const done = Promise.withResolvers<void>();
+  await using target = startTarget(async (conn) => {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const buffer = new Uint8Array(65536);
+    const pieces: Uint8Array[] = [];
+    let total = 0;
+    while (total < sent.length) {
+      const count = await conn.read(buffer);
+      if (count === null) break;
+      pieces.push(buffer.slice(0, count));
+      total += count;
+    }
+    received = concatBytes(pieces);
+    done.resolve();
+  });
+  await using proxy = await startProxy([
+    "--permessage-deflate",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, {
+    perMessageDeflate: { threshold: 0 },
+  });
+  await within(
+    new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    }),
+    5000,
+    "open",
+  );
+  assert.match(ws.extensions, /^permessage-deflate/);
+  for (const message of messages) ws.send(message);
+  await within(done.promise, 15_000, "the target's reads");
+  assert.equal(received.length, sent.length);
+  assert.equal(firstDifference(received, sent), -1);
+  ws.close(1000);
+  await within(new Promise((resolve) => ws.once("close", resolve)), 5000, "close");
+});

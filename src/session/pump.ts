@@ -144,7 +144,7 @@ export function pump(
 
   const clientClosed = new Promise<void>((resolve) => {
     channel.start({
-      onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean) {
+      onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean, owned?: boolean) {
         if (options.heartbeat > 0) lastSeen = performance.now();
         if (opcode === 1 && options.strictBinary) {
           closeClient(1003, "Unsupported: Text frames are not supported");
@@ -156,7 +156,7 @@ export function pump(
         if (payload.length > 0) {
           if (totals) totals.clientToTarget += payload.length;
           bytes.fromClient += payload.length;
-          toTarget.add(payload);
+          toTarget.add(payload, owned);
         }
         if (fin && target.lines) toTarget.add(NEWLINE);
       },
@@ -246,7 +246,8 @@ function inactivityTimer(
 
 /** Client → target: pieces are added as they are parsed and written at the end of each chunk. */
 interface TargetWriter {
-  add(piece: Uint8Array): void;
+  /** Adds a piece to write; `owned`: a buffer of its own, released once written when large. */
+  add(piece: Uint8Array, owned?: boolean): void;
   /** Writes what was added; `chunk` (when given) may be released once written. */
   flush(chunk: Uint8Array | undefined): void;
   /** Resolves when what was added has been handed to the target (or failed). */
@@ -267,10 +268,13 @@ function socketWriter(
   failed: Failed,
 ): TargetWriter {
   const pending: Uint8Array[] = [];
+  // Large pieces with buffers of their own (inflated messages), released with the chunk.
+  let owned: Uint8Array[] | undefined;
   let paused = false;
   return {
-    add(piece) {
+    add(piece, isOwned) {
       pending.push(piece);
+      if (isOwned && piece.length >= RELEASE_CHUNK) (owned ??= []).push(piece);
     },
     flush(chunk) {
       // Releasing pays off for large chunks only (see docs/decisions.md).
@@ -280,13 +284,17 @@ function socketWriter(
         return;
       }
       if (chunk !== undefined && pending.length > 1) compactInto(chunk, pending);
+      const theirs = owned;
+      owned = undefined;
+      const written = release || theirs
+        ? () => {
+          if (release) releaseBuffer(release);
+          if (theirs) { for (const piece of theirs) releaseBuffer(piece); }
+        }
+        : undefined;
       let below: boolean;
       try {
-        below = target.writePieces(
-          pending,
-          TARGET_HIGH_WATER,
-          release ? () => releaseBuffer(release) : undefined,
-        );
+        below = target.writePieces(pending, TARGET_HIGH_WATER, written);
       } catch (error) {
         pending.length = 0;
         return failed("write", error);

@@ -24,6 +24,9 @@ import {
   writeFrameHeader,
 } from "./framer.ts";
 import { deflateMessage, type DeflateParams, inflateMessage } from "./deflate.ts";
+import { releaseBuffer } from "./buffers.ts";
+
+export { releaseBuffer };
 
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
@@ -36,8 +39,12 @@ const CLOSE_TIMEOUT_MS = 30_000;
 
 /** What a channel reports to its session. */
 export interface ChannelHandlers {
-  /** A piece of a client message (see {@link FrameReader}); `fin` ends the message. */
-  onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void;
+  /**
+   * A piece of a client message (see {@link FrameReader}); `fin` ends the message. `owned`: the
+   * payload is a buffer of its own that nothing else refers to (an inflated message), which may
+   * be released once written.
+   */
+  onData(payload: Uint8Array, opcode: DataOpcode, fin: boolean, owned?: boolean): void;
   /** The client answered a ping. */
   onPong(): void;
   /** The connection is gone; `code` is the client's close code, 1005 (none) or 1006 (dropped). */
@@ -249,11 +256,13 @@ export class WebSocketChannel {
     const pieces = this.#compressed;
     this.#compressed = [];
     const message = inflateMessage(pieces, this.#maxMessageSize);
+    // The copies are ours alone and inflated: freed now, not at a GC (see ./buffers.ts).
+    for (const piece of pieces) releaseBuffer(piece);
     if (!(message instanceof Uint8Array)) return this.#fail(message.code, message.reason);
     if (opcode === OPCODE.text && !isUtf8(message)) {
       return this.#fail(1007, "Invalid UTF-8 sequence");
     }
-    this.#handlers!.onData(message, opcode, true);
+    this.#handlers!.onData(message, opcode, true, true);
   }
 
   #fail(code: number, reason?: string): void {
@@ -287,19 +296,5 @@ export class WebSocketChannel {
       clearTimeout(this.#closeTimer);
       this.#end();
     }
-  }
-}
-
-/**
- * Frees the memory behind `bytes` now rather than at the next garbage collection, when `bytes`
- * spans its whole ArrayBuffer (a chunk the caller owns and nothing else refers to).
- */
-export function releaseBuffer(bytes: Uint8Array): void {
-  const buffer = bytes.buffer;
-  if (
-    bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
-    buffer instanceof ArrayBuffer
-  ) {
-    buffer.transfer(0);
   }
 }

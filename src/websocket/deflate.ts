@@ -11,6 +11,7 @@
 
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
+import { releaseBuffer } from "./buffers.ts";
 
 /** Server messages shorter than this are sent uncompressed. */
 export const DEFLATE_MIN = 256;
@@ -103,10 +104,15 @@ export function inflateMessage(
   maxSize: number,
 ): Uint8Array | InflateFailure {
   try {
-    return zlib.inflateRawSync(Buffer.concat([...pieces, TAIL]), {
-      finishFlush: zlib.constants.Z_SYNC_FLUSH,
-      ...(maxSize > 0 ? { maxOutputLength: maxSize } : {}),
-    });
+    const input = Buffer.concat([...pieces, TAIL]);
+    try {
+      return zlib.inflateRawSync(input, {
+        finishFlush: zlib.constants.Z_SYNC_FLUSH,
+        ...(maxSize > 0 ? { maxOutputLength: maxSize } : {}),
+      });
+    } finally {
+      releaseBuffer(input);
+    }
   } catch (error) {
     if ((error as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
       return { code: 1009, reason: "Max payload size exceeded" };
