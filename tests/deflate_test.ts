@@ -269,3 +269,61 @@ Deno.test("--permessage-deflate: inflated messages queued behind a slow target r
   ws.close(1000);
   await within(new Promise((resolve) => ws.once("close", resolve)), 5000, "close");
 });
+
+Deno.test("--permessage-deflate: compressed target data queued behind a slow client reaches it intact", async () => {
+  // Each compressed message is freed once written, the target's chunk as soon as it is
+  // compressed; while the client does not read, the messages wait in the socket's queue.
+  // Lines that compress about 2:1, so that the compressed messages outgrow the kernel's buffers.
+  const hex = (bytes: Uint8Array) =>
+    Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0"));
+  const random = new Uint8Array(8 * 400_000);
+  for (let at = 0; at < random.length; at += 65536) {
+    crypto.getRandomValues(random.subarray(at, at + 65536));
+  }
+  const lines = Array.from(
+    { length: 400_000 },
+    (_, index) => `line ${index} ${hex(random.subarray(index * 8, index * 8 + 8)).join("")}\n`,
+  );
+  const data = encoder.encode(lines.join(""));
+  await using target = startTarget(async (conn) => {
+    // Conn.write() may take part of a chunk: the rest is written again.
+    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
+    await conn.readable.cancel().catch(() => {});
+  });
+  await using proxy = await startProxy([
+    "--permessage-deflate",
+    "127.0.0.1:0",
+    `127.0.0.1:${target.port}`,
+  ]);
+  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, { perMessageDeflate: true });
+  // The target closes once it has written everything, and the proxy then closes the session.
+  const closed = new Promise((resolve) => ws.once("close", resolve));
+  const pieces: Uint8Array[] = [];
+  let total = 0;
+  ws.on("message", (message: Buffer) => {
+    pieces.push(new Uint8Array(message));
+    total += message.length;
+  });
+  await within(
+    new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    }),
+    5000,
+    "open",
+  );
+  assert.match(ws.extensions, /^permessage-deflate/);
+  // Not read for a while: the proxy's writes to the client queue up.
+  (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.resume();
+  const deadline = Date.now() + 15_000;
+  while (total < data.length && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const received = concatBytes(pieces);
+  assert.equal(received.length, data.length);
+  assert.equal(firstDifference(received, data), -1);
+  ws.close(1000);
+  await within(closed, 5000, "close");
+});

@@ -78,7 +78,7 @@ export function negotiateDeflate(header: string | undefined): DeflateParams | un
  * Compresses one server message: the deflate stream flushed with Z_SYNC_FLUSH, its final
  * `00 00 ff ff` removed (RFC 7692 §7.2.1). Undefined when that is not shorter than `payload`.
  */
-export function deflateMessage(payload: Uint8Array, params: DeflateParams): Uint8Array | undefined {
+export function deflateMessage(payload: Uint8Array, params: DeflateParams): Deflated | undefined {
   if (payload.length < DEFLATE_MIN) return undefined;
   const compressed = zlib.deflateRawSync(payload, {
     level: zlib.constants.Z_BEST_SPEED,
@@ -86,7 +86,15 @@ export function deflateMessage(payload: Uint8Array, params: DeflateParams): Uint
     finishFlush: zlib.constants.Z_SYNC_FLUSH,
   });
   const body = compressed.subarray(0, compressed.length - TAIL.length);
-  return body.length < payload.length ? body : undefined;
+  if (body.length < payload.length) return { body, whole: compressed };
+  releaseBuffer(compressed);
+  return undefined;
+}
+
+/** A compressed message: `body` to send, a view of `whole`, which may be released once sent. */
+export interface Deflated {
+  readonly body: Uint8Array;
+  readonly whole: Uint8Array;
 }
 
 /** Why {@link inflateMessage} failed: the close code and its reason. */
