@@ -29,6 +29,29 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return a.length === b.length ? -1 : length;
 }
 
+/**
+ * An npm ws client through the proxy on `port`, open, with permessage-deflate negotiated;
+ * `before` attaches handlers ahead of the handshake (frames may follow the 101 in one chunk).
+ */
+async function openCompressing(
+  port: number,
+  perMessageDeflate: true | { threshold: number },
+  before?: (ws: WebSocket) => void,
+): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate });
+  before?.(ws);
+  await within(
+    new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    }),
+    5000,
+    "open",
+  );
+  assert.match(ws.extensions, /^permessage-deflate/);
+  return ws;
+}
+
 /** Text that compresses well, `size` bytes long. */
 function prose(size: number): Uint8Array {
   const line = encoder.encode("The quick brown fox jumps over the lazy dog; ünïcödé 🎉\n");
@@ -77,18 +100,7 @@ Deno.test("--permessage-deflate: an npm ws client compressing every message gets
     "127.0.0.1:0",
     `127.0.0.1:${echo.port}`,
   ]);
-  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, {
-    perMessageDeflate: { threshold: 0 },
-  });
-  await within(
-    new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    }),
-    5000,
-    "open",
-  );
-  assert.match(ws.extensions, /^permessage-deflate/);
+  const ws = await openCompressing(proxy.port, { threshold: 0 });
   let received: Uint8Array = new Uint8Array(0);
   ws.on("message", (data: Buffer) => {
     received = concatBytes([received, new Uint8Array(data)]);
@@ -250,18 +262,7 @@ Deno.test("--permessage-deflate: inflated messages queued behind a slow target r
     "127.0.0.1:0",
     `127.0.0.1:${target.port}`,
   ]);
-  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, {
-    perMessageDeflate: { threshold: 0 },
-  });
-  await within(
-    new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    }),
-    5000,
-    "open",
-  );
-  assert.match(ws.extensions, /^permessage-deflate/);
+  const ws = await openCompressing(proxy.port, { threshold: 0 });
   for (const message of messages) ws.send(message);
   await within(done.promise, 15_000, "the target's reads");
   assert.equal(received.length, sent.length);
@@ -295,24 +296,17 @@ Deno.test("--permessage-deflate: compressed target data queued behind a slow cli
     "127.0.0.1:0",
     `127.0.0.1:${target.port}`,
   ]);
-  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, { perMessageDeflate: true });
-  // The target closes once it has written everything, and the proxy then closes the session.
-  const closed = new Promise((resolve) => ws.once("close", resolve));
   const pieces: Uint8Array[] = [];
   let total = 0;
-  ws.on("message", (message: Buffer) => {
-    pieces.push(new Uint8Array(message));
-    total += message.length;
+  let closed: Promise<unknown> = Promise.resolve();
+  const ws = await openCompressing(proxy.port, true, (ws) => {
+    // The target closes once it has written everything, and the proxy then closes the session.
+    closed = new Promise((resolve) => ws.once("close", resolve));
+    ws.on("message", (message: Buffer) => {
+      pieces.push(new Uint8Array(message));
+      total += message.length;
+    });
   });
-  await within(
-    new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    }),
-    5000,
-    "open",
-  );
-  assert.match(ws.extensions, /^permessage-deflate/);
   // Not read for a while: the proxy's writes to the client queue up.
   (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
   await new Promise((resolve) => setTimeout(resolve, 500));
