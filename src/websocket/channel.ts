@@ -158,16 +158,11 @@ export class WebSocketChannel {
     if (!this.isOpen) return;
     const opcode = text ? OPCODE.text : OPCODE.binary;
     const deflated = this.#deflate && deflateMessage(payload, this.#deflate);
-    let written: (() => void) | undefined;
     if (deflated) {
       // RSV1: a compressed message. The caller's buffer is done with: freed now when the caller
       // allows it (see ./buffers.ts); the compressed one is ours alone, freed once written.
       if (release) releaseBuffer(payload);
       payload = deflated.body;
-      written = () => releaseBuffer(deflated.whole);
-    } else if (release) {
-      const whole = payload;
-      written = () => releaseBuffer(whole);
     }
     const headerSize = frameHeaderSize(payload.length);
     if (payload.length <= COPY_LIMIT) {
@@ -177,7 +172,7 @@ export class WebSocketChannel {
       frame.set(payload, headerSize);
       this.socket.write(frame);
       // Copied: a compressed buffer is free now (a small caller's one is left to the GC).
-      if (deflated) written!();
+      if (deflated) releaseBuffer(deflated.whole);
       return;
     }
     const header = Buffer.allocUnsafe(headerSize);
@@ -185,7 +180,8 @@ export class WebSocketChannel {
     if (deflated) header[0]! |= 0x40;
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(payload, written);
+    const whole = deflated ? deflated.whole : release ? payload : undefined;
+    this.socket.write(payload, whole ? () => releaseBuffer(whole) : undefined);
     this.socket.uncork();
   }
 
