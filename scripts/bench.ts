@@ -86,8 +86,7 @@ function parseOptions(args: string[]): Options {
     } else {
       throw new Error(
         `Unknown option '${arg}': use --quick, --rounds N, --workers N, --no-python, --no-pin, ` +
-          "--only PARTS " +
-          "or --compare-v8 FLAGS",
+          "--only PARTS or --compare-v8 FLAGS",
       );
     }
   }
@@ -629,6 +628,16 @@ async function startServers(
   add(await restartable(() => startFloor(options, binaries.floor, targetPort)));
   if (python) add(await restartable(() => startPython(options, targetPort)));
   const rows: Row[] = [];
+  /** Stops the restartable column at `index` and starts it again in its place. */
+  const restartAt = async (index: number): Promise<Subject> => {
+    const old = subjects[index]!;
+    await old.stop();
+    const fresh = await old.restart!();
+    if (old.oneWay) fresh.oneWay = old.oneWay;
+    subjects[index] = fresh;
+    running[running.indexOf(old)] = fresh;
+    return fresh;
+  };
   const run: BenchRun = {
     options,
     repeats: options.rounds ?? (options.quick ? 1 : 3),
@@ -657,20 +666,16 @@ async function startServers(
       // dead: a figure of 0 would read as the server's.
       const gone = subject.exited?.();
       if (gone !== undefined) {
-        const index = subjects.findIndex((s) => s.name === subject.name);
-        const old = subjects[index];
-        if (!old?.restart) {
+        // Only a column itself is started again; websocketd's one-way server is another process.
+        const index = subjects.indexOf(subject);
+        if (index < 0 || !subject.restart) {
           log(`  ${subject.name} has exited (${gone}): not measured`);
           row?.exits.set(subject.name, "exited, not measured");
           return { error: `${subject.name} has exited` };
         }
         log(`  ${subject.name} had exited (${gone}): started again`);
         row?.exits.set(subject.name, "exited, started again");
-        const fresh = await old.restart();
-        if (old.oneWay) fresh.oneWay = old.oneWay;
-        subjects[index] = fresh;
-        running[running.indexOf(old)] = fresh;
-        subject = subject === old ? fresh : { ...(fresh.oneWay ?? fresh), name: subject.name };
+        subject = await restartAt(index);
       }
       const route = subject.route;
       const args = [
@@ -713,13 +718,7 @@ async function startServers(
     async freshServers() {
       await run.freshProxies();
       for (let index = 0; index < subjects.length; index++) {
-        const old = subjects[index]!;
-        if (!old.restart) continue;
-        await old.stop();
-        const fresh = await old.restart();
-        if (old.oneWay) fresh.oneWay = old.oneWay;
-        subjects[index] = fresh;
-        running[running.indexOf(old)] = fresh;
+        if (subjects[index]!.restart) await restartAt(index);
       }
       await new Promise((resolve) => setTimeout(resolve, 500));
     },

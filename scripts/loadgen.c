@@ -1290,15 +1290,21 @@ static void mode_up(void) {
     /* The message as the file holds it (raw deflate, its 00 00 ff ff tail removed), sent with
        RSV1: the proxy inflates it, the sink counts what it inflated to. */
     FILE *file = fopen(deflate_path, "rb");
-    if (!file) {
+    long length = -1;
+    if (file && fseek(file, 0, SEEK_END) == 0) length = ftell(file);
+    if (!file || length < 0 || fseek(file, 0, SEEK_SET) != 0) {
       fprintf(stderr, "loadgen: deflate=%s: %s\n", deflate_path, strerror(errno));
       exit(2);
     }
-    payload = malloc(16 * 1024 * 1024);
-    size = fread(payload, 1, 16 * 1024 * 1024, file);
+    if (length == 0) {
+      fprintf(stderr, "loadgen: deflate=%s is empty: give a raw deflate message\n", deflate_path);
+      exit(2);
+    }
+    payload = malloc((size_t)length);
+    size = fread(payload, 1, (size_t)length, file);
     fclose(file);
-    if (size == 0) {
-      fprintf(stderr, "loadgen: deflate=%s is empty\n", deflate_path);
+    if (size != (size_t)length) {
+      fprintf(stderr, "loadgen: deflate=%s: read %zu of %ld bytes\n", deflate_path, size, length);
       exit(2);
     }
   } else {

@@ -9,7 +9,8 @@
  */
 
 import { Buffer } from "node:buffer";
-import { releaseBuffer, type WebSocketChannel } from "../websocket/channel.ts";
+import type { WebSocketChannel } from "../websocket/channel.ts";
+import { releaseBuffer } from "../websocket/buffers.ts";
 import { COALESCE_LIMIT, COALESCE_PIECE, SocketConnection } from "../targets/socket_target.ts";
 import type { DataOpcode } from "../websocket/framer.ts";
 import type { Log, TrafficLog } from "../ops/log.ts";
@@ -268,7 +269,7 @@ function socketWriter(
   failed: Failed,
 ): TargetWriter {
   const pending: Uint8Array[] = [];
-  // Large pieces with buffers of their own (inflated messages), released with the chunk.
+  // Large pieces with buffers of their own (inflated messages), released once written.
   let owned: Uint8Array[] | undefined;
   let paused = false;
   return {
@@ -284,13 +285,16 @@ function socketWriter(
         return;
       }
       if (chunk !== undefined && pending.length > 1) compactInto(chunk, pending);
+      // The owned pieces go back with the chunk, once all of them are written.
       const theirs = owned;
       owned = undefined;
-      const written = release || theirs
+      const written = theirs
         ? () => {
+          theirs.forEach(releaseBuffer);
           if (release) releaseBuffer(release);
-          if (theirs) { for (const piece of theirs) releaseBuffer(piece); }
         }
+        : release
+        ? () => releaseBuffer(release)
         : undefined;
       let below: boolean;
       try {

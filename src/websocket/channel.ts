@@ -26,8 +26,6 @@ import {
 import { deflateMessage, type DeflateParams, inflateMessage } from "./deflate.ts";
 import { releaseBuffer } from "./buffers.ts";
 
-export { releaseBuffer };
-
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
 
