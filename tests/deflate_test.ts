@@ -271,21 +271,11 @@ Deno.test("--permessage-deflate: inflated messages queued behind a slow target r
   await within(new Promise((resolve) => ws.once("close", resolve)), 5000, "close");
 });
 
-Deno.test("--permessage-deflate: compressed target data queued behind a slow client reaches it intact", async () => {
-  // Each compressed message is freed once written, the target's chunk as soon as it is
-  // compressed; while the client does not read, the messages wait in the socket's queue.
-  // Lines that compress about 2:1, so that the compressed messages outgrow the kernel's buffers.
-  const hex = (bytes: Uint8Array) =>
-    Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0"));
-  const random = new Uint8Array(8 * 400_000);
-  for (let at = 0; at < random.length; at += 65536) {
-    crypto.getRandomValues(random.subarray(at, at + 65536));
-  }
-  const lines = Array.from(
-    { length: 400_000 },
-    (_, index) => `line ${index} ${hex(random.subarray(index * 8, index * 8 + 8)).join("")}\n`,
-  );
-  const data = encoder.encode(lines.join(""));
+/**
+ * The target sends `data` as fast as it can to a compressing client that does not read for
+ * 500 ms, so that the proxy's messages wait in its queue; checks that all of it arrives intact.
+ */
+async function deliverToSlowClient(data: Uint8Array): Promise<void> {
   await using target = startTarget(async (conn) => {
     // Conn.write() may take part of a chunk: the rest is written again.
     for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
@@ -320,4 +310,34 @@ Deno.test("--permessage-deflate: compressed target data queued behind a slow cli
   assert.equal(firstDifference(received, data), -1);
   ws.close(1000);
   await within(closed, 5000, "close");
+}
+
+Deno.test("--permessage-deflate: compressed target data queued behind a slow client reaches it intact", async () => {
+  // Each compressed message is freed once written, the target's chunk as soon as it is
+  // compressed; while the client does not read, the messages wait in the socket's queue.
+  // Lines that compress about 2:1, so that the compressed messages outgrow the kernel's buffers.
+  const hex = (bytes: Uint8Array) =>
+    Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0"));
+  const random = new Uint8Array(8 * 400_000);
+  for (let at = 0; at < random.length; at += 65536) {
+    crypto.getRandomValues(random.subarray(at, at + 65536));
+  }
+  const lines = Array.from(
+    { length: 400_000 },
+    (_, index) => `line ${index} ${hex(random.subarray(index * 8, index * 8 + 8)).join("")}\n`,
+  );
+  await deliverToSlowClient(encoder.encode(lines.join("")));
+});
+
+Deno.test("--permessage-deflate: a target read sent as compressed and plain messages, queued behind a slow client, reaches it intact", async () => {
+  // 256 KiB of random bytes (sent as they are: compressing does not help), then 64 KiB of one
+  // repeated byte (compressed), over and over. A 256 KiB read becomes four messages; with five
+  // blocks to the cycle, every fifth read or so ends in a compressed one after plain ones. The
+  // read's buffer may be freed only once its last message is written: the plain ones are views.
+  const data = new Uint8Array(16 * 1024 * 1024);
+  for (let at = 0, block = 0; at < data.length; at += 65536, block++) {
+    if (block % 5 === 4) data.fill(block % 251, at, at + 65536);
+    else crypto.getRandomValues(data.subarray(at, at + 65536));
+  }
+  await deliverToSlowClient(data);
 });

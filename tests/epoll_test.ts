@@ -116,6 +116,37 @@ Deno.test("FdSocket echoes 16 MiB through a slow reader: write() reports backpre
   }
 });
 
+Deno.test("FdSocket reads up to 256 KiB at once while its peer is ahead, in order", async () => {
+  // The server writes 8 MiB at once, faster than the reader's turns: after reads that fill
+  // their buffers, reads grow from 64 KiB to 256 KiB (one event-loop turn and one send each).
+  const total = 8 * 1024 * 1024;
+  const block = Buffer.alloc(total);
+  for (let at = 0; at < total; at += 4) block.writeUInt32BE(at, at);
+  const { server, port } = await serve((socket) => socket.end(block));
+  try {
+    const socket = await dial(port);
+    const received = createHash("sha256");
+    const sizes: number[] = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.on("data", (chunk: Buffer) => {
+        received.update(chunk);
+        sizes.push(chunk.length);
+      });
+      socket.on("end", resolve);
+      socket.on("error", reject);
+    });
+    socket.resume();
+    await within(ended, 10000, "the end of 8 MiB");
+    assert.equal(received.digest("hex"), createHash("sha256").update(block).digest("hex"));
+    const largest = Math.max(...sizes);
+    assert.ok(largest > 64 * 1024, `no read above 64 KiB in ${sizes.length} reads`);
+    assert.ok(largest <= 256 * 1024, `a read of ${largest} bytes`);
+    socket.destroy();
+  } finally {
+    server.close();
+  }
+});
+
 Deno.test("FdSocket sends corked pieces, small and large, in order in one flush", async () => {
   const received: Buffer[] = [];
   const ended = Promise.withResolvers<void>();

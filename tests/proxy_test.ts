@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import {
   connectClient,
   holdPort,
@@ -39,6 +40,29 @@ Deno.test("proxy moves 1 MiB messages intact and splits target data into ≤64 K
   client.ws.send(payload);
   const received = await client.receiveBytes(payload.length, 15000);
   assert.deepEqual(received, payload);
+  assert.ok(client.messageSizes.every((size) => size <= 65536), `${client.messageSizes}`);
+  client.ws.close();
+  await client.closed;
+});
+
+Deno.test("target data queued behind a client that does not read arrives intact, in ≤64 KiB messages", async () => {
+  // While the client does not read, the target's data piles up in the kernel; once it reads
+  // again, the proxy reads up to 256 KiB at a time and sends each read as several messages that
+  // wait in its queue: the read's buffer may be freed only once the last of them is written.
+  const data = randomBytes(16 * 1024 * 1024);
+  await using target = startTarget(async (conn) => {
+    // Conn.write() may take part of a chunk: the rest is written again.
+    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
+    await conn.readable.cancel().catch(() => {});
+  });
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  const socket = (client.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+  socket.pause();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  socket.resume();
+  const received = await client.receiveBytes(data.length, 20000);
+  assert.equal(Buffer.compare(received, data), 0, "the bytes differ from what the target sent");
   assert.ok(client.messageSizes.every((size) => size <= 65536), `${client.messageSizes}`);
   client.ws.close();
   await client.closed;

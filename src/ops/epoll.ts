@@ -91,8 +91,14 @@ const MAX_EVENTS = 64;
  * thread's wake-up, which cost about 80 µs per message.
  */
 const SPIN_MS = 0.5;
-/** Largest read from a socket: one target read, as the node:net path and upstream. */
+/** Read size through the loop's scratch buffer, and of a fresh buffer after a large read. */
 const READ_SIZE = 64 * 1024;
+/**
+ * Read size after a read of {@link READ_SIZE} or more: the peer sends faster than it is read, so
+ * one read, one event-loop turn and one send carry up to four times as much (the pump still sends
+ * the client messages of at most 64 KiB). docs/decisions.md, "One way: 256 KiB reads".
+ */
+const FULL_READ_SIZE = 256 * 1024;
 /** A read at least this large makes the next one go into a fresh buffer instead of the scratch. */
 const LARGE_READ = 16 * 1024;
 /** `write()` returns false once this much is queued (node's default high-water mark). */
@@ -178,7 +184,8 @@ export class FdSocket extends EventEmitter implements Watched {
   #registered = false;
   #finished = false;
   #readEnded = false;
-  #largeReads = false;
+  /** Size of the fresh buffer the next read goes into; 0: the loop's scratch (small reads). */
+  #nextRead = 0;
   readonly #exclusive: boolean;
   /** TCP_NODELAY and SO_KEEPALIVE as last set (or inherited): a repeated call costs nothing. */
   #noDelay: boolean;
@@ -499,11 +506,11 @@ export class FdSocket extends EventEmitter implements Watched {
     }
     // After a large read, the next one goes straight into a buffer of its own (no copy); small
     // reads go through the loop's scratch buffer and are copied out at their size.
-    const direct = this.#largeReads ? new Uint8Array(READ_SIZE) : undefined;
+    const direct = this.#nextRead > 0 ? new Uint8Array(this.#nextRead) : undefined;
     const got = this.#loop.read(this.fd, direct ?? scratch);
     if (got > 0) {
       this.bytesRead += got;
-      this.#largeReads = got >= LARGE_READ;
+      this.#nextRead = got < LARGE_READ ? 0 : got >= READ_SIZE ? FULL_READ_SIZE : READ_SIZE;
       let chunk: Buffer;
       if (direct) chunk = Buffer.from(direct.buffer, 0, got);
       else {

@@ -18,7 +18,10 @@ import type { ByteCounts as ByteTotals, SessionEnd } from "../ops/metrics.ts";
 import type { Recording } from "./record.ts";
 import type { TargetConnection } from "../types.ts";
 
-/** Largest binary message sent to the client: one target read, as upstream (`recv(65536)`). */
+/**
+ * Largest binary message sent to the client, as upstream's `recv(65536)`: a larger target read
+ * (the epoll loop reads up to 256 KiB while the target is ahead) goes out as several.
+ */
 export const MAX_CLIENT_MESSAGE = 64 * 1024;
 
 /** Bytes queued towards the target before the client is paused. */
@@ -402,8 +405,8 @@ function queueWriter(
 }
 
 /**
- * Target → client for node:net targets, event-driven: each chunk the socket delivers (at most
- * 64 KiB) becomes one binary message at once; the target is paused while the client is slow.
+ * Target → client for socket targets, event-driven: each chunk the socket delivers becomes binary
+ * messages of at most 64 KiB at once; the target is paused while the client is slow.
  * Resolves when the target has ended or was closed.
  */
 function streamTarget(
@@ -423,14 +426,9 @@ function streamTarget(
         if (!channel.isOpen) return target.pause();
         if (options.totals) options.totals.targetToClient += data.length;
         bytes.fromTarget += data.length;
-        if (data.length <= MAX_CLIENT_MESSAGE) {
-          // The chunk is ours alone: its memory goes back as soon as it is sent.
-          channel.send(data, true);
-        } else {
-          for (let at = 0; at < data.length; at += MAX_CLIENT_MESSAGE) {
-            channel.send(data.subarray(at, at + MAX_CLIENT_MESSAGE));
-          }
-        }
+        // Messages of at most 64 KiB, as upstream's; the chunk is ours alone (up to 256 KiB from
+        // the epoll loop): its memory goes back as soon as it is sent.
+        channel.sendSplit(data, MAX_CLIENT_MESSAGE, true);
         traffic?.mark("<");
         if (paused || channel.bufferedAmount <= CLIENT_HIGH_WATER) return;
         paused = true;

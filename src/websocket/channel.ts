@@ -153,13 +153,41 @@ export class WebSocketChannel {
    * once written ({@link releaseBuffer}): only for a chunk nothing else refers to.
    */
   send(payload: Uint8Array, release = false, text = false): void {
+    if (this.isOpen) this.#send(payload, release ? payload : undefined, text);
+  }
+
+  /**
+   * Sends `payload` as binary messages of at most `limit` bytes each, in one corked write (one
+   * `writev` for them all). With `release`, its memory is freed once the last one is written.
+   */
+  sendSplit(payload: Uint8Array, limit: number, release: boolean): void {
     if (!this.isOpen) return;
+    if (payload.length <= limit) return this.#send(payload, release ? payload : undefined, false);
+    this.socket.cork();
+    for (let at = 0; at < payload.length; at += limit) {
+      const end = Math.min(at + limit, payload.length);
+      const last = end === payload.length;
+      this.#send(payload.subarray(at, end), release && last ? payload : undefined, false);
+    }
+    this.socket.uncork();
+  }
+
+  /**
+   * One message. `whole`: the caller's buffer, which `payload` is or ends, freed once the message
+   * is written; when `payload` is all of it, at once if it was compressed (its bytes are read), or
+   * left to the GC if it was small and copied.
+   */
+  #send(payload: Uint8Array, whole: Uint8Array | undefined, text: boolean): void {
     const opcode = text ? OPCODE.text : OPCODE.binary;
     const deflated = this.#deflate && deflateMessage(payload, this.#deflate);
     if (deflated) {
-      // RSV1: a compressed message. The caller's buffer is done with: freed now when the caller
-      // allows it (see ./buffers.ts); the compressed one is ours alone, freed once written.
-      if (release) releaseBuffer(payload);
+      // RSV1: a compressed message. A caller's buffer that was this payload alone is done with
+      // (see ./buffers.ts); one split into several messages waits for its last write, since the
+      // earlier ones may still be queued. The compressed one is ours alone, freed once written.
+      if (whole === payload) {
+        releaseBuffer(whole);
+        whole = undefined;
+      }
       payload = deflated.body;
     }
     const headerSize = frameHeaderSize(payload.length);
@@ -168,8 +196,10 @@ export class WebSocketChannel {
       writeFrameHeader(frame, headerSize, opcode, payload.length);
       if (deflated) frame[0]! |= 0x40;
       frame.set(payload, headerSize);
-      this.socket.write(frame);
-      // Copied: a compressed buffer is free now (a small caller's one is left to the GC).
+      // The last small part of a split buffer: the buffer goes once this (and all before) is out.
+      const split = whole !== undefined && whole !== payload ? whole : undefined;
+      this.socket.write(frame, split ? () => releaseBuffer(split) : undefined);
+      // Copied: a compressed buffer is free now.
       if (deflated) releaseBuffer(deflated.whole);
       return;
     }
@@ -178,8 +208,19 @@ export class WebSocketChannel {
     if (deflated) header[0]! |= 0x40;
     this.socket.cork();
     this.socket.write(header);
-    const whole = deflated ? deflated.whole : release ? payload : undefined;
-    this.socket.write(payload, whole ? () => releaseBuffer(whole) : undefined);
+    const compressed = deflated ? deflated.whole : undefined;
+    const caller = whole;
+    this.socket.write(
+      payload,
+      compressed && caller
+        ? () => {
+          releaseBuffer(compressed);
+          releaseBuffer(caller);
+        }
+        : compressed || caller
+        ? () => releaseBuffer((compressed ?? caller)!)
+        : undefined,
+    );
     this.socket.uncork();
   }
 
