@@ -208,19 +208,16 @@ export class WebSocketChannel {
     if (deflated) header[0]! |= 0x40;
     this.socket.cork();
     this.socket.write(header);
+    // Freed once written: the compressed buffer and the caller's (either, both or neither).
     const compressed = deflated ? deflated.whole : undefined;
     const caller = whole;
-    this.socket.write(
-      payload,
-      compressed && caller
-        ? () => {
-          releaseBuffer(compressed);
-          releaseBuffer(caller);
-        }
-        : compressed || caller
-        ? () => releaseBuffer((compressed ?? caller)!)
-        : undefined,
-    );
+    const written = compressed || caller
+      ? () => {
+        if (compressed) releaseBuffer(compressed);
+        if (caller) releaseBuffer(caller);
+      }
+      : undefined;
+    this.socket.write(payload, written);
     this.socket.uncork();
   }
 
