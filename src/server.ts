@@ -15,6 +15,7 @@ import { connectionInfo, Listener } from "./listen/listener.ts";
 import { getLog, type Log, TRAFFIC_LEGEND, TrafficLog } from "./ops/log.ts";
 import type { HandshakeFailure, Metrics } from "./ops/metrics.ts";
 import { Admission } from "./ops/admission.ts";
+import { LiveList } from "./ops/live_list.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
 import { logPeer, parseTrustedProxies } from "./listen/client_address.ts";
@@ -98,7 +99,8 @@ export async function startServer(
 ): Promise<RunningServer> {
   const log = getLog("proxy");
   const traffic = config.log.traffic ? new TrafficLog() : undefined;
-  const sessions = new Set<PumpHandle>();
+  /** An array, not a Set: src/ops/live_list.ts says why. */
+  const sessions = new LiveList<PumpHandle>();
   let stopping = false;
   let resolveFinished: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
@@ -151,10 +153,10 @@ export async function startServer(
           : {}),
         bytes: metrics?.bytes,
         onStart: (handle) => {
-          sessions.add(handle);
+          const slot = sessions.add(handle);
           const ended = metrics?.sessionStarted();
           void handle.done.then((end) => {
-            sessions.delete(handle);
+            sessions.remove(slot);
             ended?.(end);
           });
           if (stopping) handle.shutdown();
@@ -275,7 +277,7 @@ export async function startServer(
     listener.closeSilent(SILENT_GRACE_MS);
     // Kept-alive `--web` connections: idle ones close now, busy ones after their response.
     closeHttpServer(http);
-    for (const session of sessions) session.shutdown();
+    for (const session of sessions.values()) session.shutdown();
     // Connections accepted just before the listener closed can still become sessions (closed
     // with 1001 as they start): the drain waits for every connection, not only today's sessions,
     // so none is reset mid-handshake or before its close frame is out (tests/takeover_test.ts).

@@ -20,6 +20,7 @@ import { parseUpgradeHead, type UpgradeHead } from "../http/upgrade_head.ts";
 import type { ByteSocket, ClientIdentity } from "../types.ts";
 import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
 import { parseProxyHeader } from "./proxy_protocol.ts";
+import { LiveList } from "../ops/live_list.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
@@ -104,11 +105,25 @@ export interface ListenerOptions {
   readonly log: Log;
 }
 
-const infos = new WeakMap<object, ConnectionInfo>();
+/**
+ * Where a socket carries its {@link ConnectionInfo}: a property, not a WeakMap. The info refers
+ * back to its socket (through the header timer's closures), and V8's young-generation GC keeps a
+ * WeakMap entry whose value refers to its key, with the whole connection, until the next full GC
+ * (docs/decisions.md, "Set-up: what each connection leaves to the full GC").
+ */
+const INFO = Symbol("websockify.connectionInfo");
+
+interface WithInfo {
+  [INFO]?: ConnectionInfo;
+}
+
+function setInfo(socket: object, info: ConnectionInfo): void {
+  (socket as WithInfo)[INFO] = info;
+}
 
 /** Returns the listener's information about `socket` (plain or TLS, or moved to epoll). */
 export function connectionInfo(socket: object): ConnectionInfo | undefined {
-  return infos.get(socket);
+  return (socket as WithInfo)[INFO];
 }
 
 /**
@@ -127,7 +142,7 @@ export function moveToEpoll(
     const later = socket.read();
     return { socket, head: later === null ? head : Buffer.concat([head, later]) };
   }
-  const info = infos.get(socket);
+  const info = connectionInfo(socket);
   const loop = openEpoll();
   if (!loop || !info?.movedTo || socket instanceof tls.TLSSocket || socket.destroyed) {
     return { socket, head };
@@ -144,20 +159,30 @@ export function moveToEpoll(
     localAddress: socket.localAddress,
     localPort: socket.localPort,
   });
-  infos.set(next, info);
+  setInfo(next, info);
   info.movedTo(next);
   // Closes node:net's descriptor; the connection stays open on the duplicate.
   socket.destroy();
   return { socket: next, head: buffered.length === 1 ? buffered[0]! : Buffer.concat(buffered) };
 }
 
+/** An open client connection, as the listener tracks it. */
+interface Connection {
+  /** The socket it is on now: a move to or from the epoll loop replaces it. */
+  socket: ByteSocket;
+  /** When it was accepted (`performance.now()`). */
+  readonly at: number;
+  readonly peer: string;
+  /** Nothing received yet (a drain closes such connections: {@link Listener.closeSilent}). */
+  silent: boolean;
+}
+
 /** A listening socket (TCP or unix) and its open connections. */
 export class Listener {
   readonly #server: net.Server;
   readonly #options: ListenerOptions;
-  readonly #sockets = new Set<ByteSocket>();
-  /** Connections that have sent nothing yet: when they were accepted, and their peer. */
-  readonly #silent = new Map<ByteSocket, { readonly at: number; readonly peer: string }>();
+  /** Open connections (an array, not a Set: src/ops/live_list.ts says why). */
+  readonly #connections = new LiveList<Connection>();
   /** Takes clients from the accept queue when the runtime's own accept starves (TCP only). */
   #rescue: LibcAcceptor | undefined;
   /** The listening socket on the epoll loop, which then accepts instead of `node:net`. */
@@ -184,7 +209,7 @@ export class Listener {
 
   /** Number of open client connections. */
   get connectionCount(): number {
-    return this.#sockets.size;
+    return this.#connections.size;
   }
 
   /** Connections accepted on the epoll loop (tests, decisions.md figures). */
@@ -218,30 +243,30 @@ export class Listener {
    */
   closeSilent(graceMs: number): void {
     const now = performance.now();
-    for (const [socket, { at }] of this.#silent) {
-      const left = at + graceMs - now;
+    for (const connection of this.#connections.values()) {
+      if (!connection.silent) continue;
+      const left = connection.at + graceMs - now;
       if (left <= 0) {
-        this.#closeSilent(socket);
+        this.#closeSilent(connection);
         continue;
       }
       setTimeout(() => {
-        if (this.#silent.has(socket)) this.#closeSilent(socket);
+        if (connection.silent) this.#closeSilent(connection);
       }, left);
     }
   }
 
-  #closeSilent(socket: ByteSocket): void {
-    const peer = this.#silent.get(socket)?.peer ?? "unknown";
-    this.#silent.delete(socket);
-    this.#options.log.child({ peer }).debug(
+  #closeSilent(connection: Connection): void {
+    connection.silent = false;
+    this.#options.log.child({ peer: connection.peer }).debug(
       "Closing a connection that sent nothing: the proxy is draining",
     );
-    socket.destroy();
+    connection.socket.destroy();
   }
 
   /** Destroys every open connection. */
   destroyAll(): void {
-    for (const socket of this.#sockets) socket.destroy();
+    for (const connection of this.#connections.values()) connection.socket.destroy();
   }
 
   async #listen(): Promise<void> {
@@ -299,46 +324,44 @@ export class Listener {
 
   #accept(socket: net.Socket | FdSocket): void {
     const id = this.#nextId++;
-    this.#sockets.add(socket);
-    this.#options.onCountChange?.(this.#sockets.size);
+    const unix = this.#options.listen.kind === "unix";
+    const peer = unix
+      ? this.#options.listen.path
+      : formatPeer(socket.remoteAddress, socket.remotePort);
+    const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
+    const connection: Connection = { socket, at: performance.now(), peer, silent: true };
+    const slot = this.#connections.add(connection);
+    this.#options.onCountChange?.(this.#connections.size);
     this.#rescue?.setActive(true);
+    /** A socket closed: the connection's end unless it had moved on to another one. */
     const closed = (which: ByteSocket) => {
-      this.#sockets.delete(which);
-      this.#silent.delete(which);
-      this.#options.onCountChange?.(this.#sockets.size);
-      if (this.#sockets.size === 0) this.#rescue?.setActive(false);
+      if (which !== connection.socket) return;
+      connection.silent = false;
+      this.#connections.remove(slot);
+      this.#options.onCountChange?.(this.#connections.size);
+      if (this.#connections.size === 0) this.#rescue?.setActive(false);
     };
     // One type for both kinds (their `on` overloads do not unite).
     const events: ByteSocket = socket;
     events.on("close", () => closed(socket));
-    /** The socket the connection is on now (the header timer closes that one). */
-    let current: ByteSocket = socket;
     const movedTo = (next: ByteSocket) => {
-      this.#sockets.add(next);
-      this.#sockets.delete(current);
-      current = next;
+      connection.socket = next;
       next.once("close", () => {
         closed(next);
         headersDone();
       });
     };
     events.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
-    const unix = this.#options.listen.kind === "unix";
-    const peer = unix
-      ? this.#options.listen.path
-      : formatPeer(socket.remoteAddress, socket.remotePort);
-    const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
-    this.#silent.set(socket, { at: performance.now(), peer });
     const timeoutMs = this.#options.headerTimeoutMs;
     let timer = timeoutMs > 0
       ? setTimeout(() => {
-        const silent = this.#silent.has(socket);
+        const silent = connection.silent;
         this.#options.log.child({ peer }).debug(
           `Closing a client that sent ${silent ? "nothing" : "no complete request"} within ` +
             `${timeoutMs / 1000} s (--header-timeout)`,
         );
         this.#options.onHeaderTimeout?.(silent ? "no_request" : "header_timeout");
-        current.destroy();
+        connection.socket.destroy();
       }, timeoutMs)
       : undefined;
     // Drops the cleared timer too: the connection's info (which holds this) lives as long as it.
@@ -353,14 +376,14 @@ export class Listener {
     const base = { id, headersDone, movedTo, ...(trusted ? { trustedProxies: trusted } : {}) };
     if (this.#options.proxyProtocol) {
       // With PROXY headers node:net accepts (see #listen): never an FdSocket here.
-      this.#readProxyHeader(socket as net.Socket, peer, (source) => {
+      this.#readProxyHeader(socket as net.Socket, connection, (source) => {
         const proxied = source === undefined
           ? { peer, address }
           : { peer: formatPeer(source.address, source.port), address: source.address };
-        this.#sniff(socket, { ...base, ...proxied });
+        this.#sniff(socket, connection, { ...base, ...proxied });
       });
     } else {
-      this.#sniff(socket, { ...base, peer, address });
+      this.#sniff(socket, connection, { ...base, peer, address });
     }
     socket.resume();
   }
@@ -371,19 +394,19 @@ export class Listener {
    */
   #readProxyHeader(
     socket: net.Socket,
-    peer: string,
+    connection: Connection,
     next: (source: { address: string; port: number } | undefined) => void,
   ): void {
     let received: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
-      this.#silent.delete(socket);
+      connection.silent = false;
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
       const header = parseProxyHeader(received);
       if (header.kind === "incomplete") return;
       socket.off("data", onData);
       socket.pause();
       if (header.kind === "invalid") {
-        this.#options.log.child({ peer }).info(
+        this.#options.log.child({ peer: connection.peer }).info(
           `Closing a connection without a valid PROXY protocol header: ${header.reason}`,
         );
         socket.destroy();
@@ -402,9 +425,13 @@ export class Listener {
    * stays there only when its first data is a complete simple upgrade (the common case); TLS,
    * plain HTTP and partial or unusual heads go on over `node:net` with that data given back.
    */
-  #sniff(socket: net.Socket | FdSocket, info: Omit<ConnectionInfo, "secure">): void {
+  #sniff(
+    socket: net.Socket | FdSocket,
+    connection: Connection,
+    info: Omit<ConnectionInfo, "secure">,
+  ): void {
     (socket as ByteSocket).once("data", (first: Buffer) => {
-      this.#silent.delete(socket);
+      connection.silent = false;
       socket.pause();
       const byte = first[0];
       const handshake = byte === 0x16 || byte === 0x80;
@@ -436,7 +463,7 @@ export class Listener {
       this.#refusePlain(socket, info.peer);
     } else {
       const plain = { ...info, secure: false };
-      infos.set(socket, plain);
+      setInfo(socket, plain);
       this.#options.onConnection(socket, plain, head);
     }
   }
@@ -521,7 +548,7 @@ export class Listener {
         socket.destroy();
         return;
       }
-      infos.set(secure, info);
+      setInfo(secure, info);
       this.#options.onConnection(secure, info);
     });
   }
