@@ -93,10 +93,9 @@ export function pump(
   let targetClosed = false;
   const finish = (reason: PumpEnd) => (end ??= reason);
   const bytes: ByteCounts = { fromClient: 0, fromTarget: 0 };
-  let sentCode: number | undefined;
-  let clientCode = 1006;
+  const codes: CloseCodes = { sent: undefined, client: 1006 };
   const closeClient = (code: number, reason: string) => {
-    if (channel.isOpen) sentCode ??= code;
+    if (channel.isOpen) codes.sent ??= code;
     channel.close(code, reason);
   };
 
@@ -171,7 +170,7 @@ export function pump(
         lastSeen = performance.now();
       },
       onClose(code: number) {
-        clientCode = code;
+        codes.client = code;
         finish("client");
         log.debug(`${options.targetName}: Client closed connection (code ${code})`);
         clearInterval(heartbeat);
@@ -202,22 +201,52 @@ export function pump(
     return end ?? "client";
   });
 
-  return {
-    done,
-    shutdown() {
-      finish("shutdown");
-      closeClient(1001, "Server shutting down");
-    },
-    get bytesFromClient() {
-      return bytes.fromClient;
-    },
-    get bytesFromTarget() {
-      return bytes.fromTarget;
-    },
-    get closeCode() {
-      return sentCode ?? clientCode;
-    },
-  };
+  return new Handle(done, bytes, codes, () => {
+    finish("shutdown");
+    closeClient(1001, "Server shutting down");
+  });
+}
+
+/** The close codes of a session: the one the proxy sent first, and the client's. */
+interface CloseCodes {
+  sent: number | undefined;
+  client: number;
+}
+
+/**
+ * A session's {@link PumpHandle}: a class, because an object literal with getters costs V8 a map
+ * of its own per object, in the old generation, and that map's getters hold the whole session
+ * there until the next full GC (docs/decisions.md, "Set-up: what each connection leaves to the
+ * full GC").
+ */
+class Handle implements PumpHandle {
+  readonly done: Promise<PumpEnd>;
+  readonly #bytes: ByteCounts;
+  readonly #codes: CloseCodes;
+  readonly #shutdown: () => void;
+
+  constructor(done: Promise<PumpEnd>, bytes: ByteCounts, codes: CloseCodes, shutdown: () => void) {
+    this.done = done;
+    this.#bytes = bytes;
+    this.#codes = codes;
+    this.#shutdown = shutdown;
+  }
+
+  shutdown(): void {
+    this.#shutdown();
+  }
+
+  get bytesFromClient(): number {
+    return this.#bytes.fromClient;
+  }
+
+  get bytesFromTarget(): number {
+    return this.#bytes.fromTarget;
+  }
+
+  get closeCode(): number {
+    return this.#codes.sent ?? this.#codes.client;
+  }
 }
 
 /** Checks per timeout: the session closes between 1 and 1.25 timeouts after its last payload. */
