@@ -21,6 +21,7 @@ import type { ByteSocket, ClientIdentity } from "../types.ts";
 import { type TrustedProxies, unmapIpv4 } from "./client_address.ts";
 import { parseProxyHeader } from "./proxy_protocol.ts";
 import { LiveList } from "../ops/live_list.ts";
+import { type Deadline, Deadlines } from "../ops/deadlines.ts";
 
 /** What the listener knows about an accepted connection. */
 export interface ConnectionInfo {
@@ -175,6 +176,8 @@ interface Connection {
   readonly peer: string;
   /** Nothing received yet (a drain closes such connections: {@link Listener.closeSilent}). */
   silent: boolean;
+  /** Until the request's headers have arrived (`--header-timeout`). */
+  headerDeadline: Deadline | undefined;
 }
 
 /** A listening socket (TCP or unix) and its open connections. */
@@ -188,11 +191,17 @@ export class Listener {
   /** The listening socket on the epoll loop, which then accepts instead of `node:net`. */
   #onLoop: FdListener | undefined;
   #nextId = 1;
+  /** `--header-timeout` of every connection (absent for 0: no limit). */
+  readonly #headerDeadlines: Deadlines<Connection> | undefined;
   /** The bound address: `host:port` (`[v6]:port`) or the unix socket path. */
   address = "";
 
   private constructor(options: ListenerOptions) {
     this.#options = options;
+    const timeoutMs = options.headerTimeoutMs;
+    this.#headerDeadlines = timeoutMs > 0
+      ? new Deadlines(timeoutMs, (connection) => this.#headerTimedOut(connection, timeoutMs))
+      : undefined;
     this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
     // Errors while binding are reported once, by start(), as a StartupError.
     this.#server.on("error", (error) => {
@@ -264,6 +273,17 @@ export class Listener {
     connection.socket.destroy();
   }
 
+  #headerTimedOut(connection: Connection, timeoutMs: number): void {
+    connection.headerDeadline = undefined;
+    const silent = connection.silent;
+    this.#options.log.child({ peer: connection.peer }).debug(
+      `Closing a client that sent ${silent ? "nothing" : "no complete request"} within ` +
+        `${timeoutMs / 1000} s (--header-timeout)`,
+    );
+    this.#options.onHeaderTimeout?.(silent ? "no_request" : "header_timeout");
+    connection.socket.destroy();
+  }
+
   /** Destroys every open connection. */
   destroyAll(): void {
     for (const connection of this.#connections.values()) connection.socket.destroy();
@@ -329,7 +349,13 @@ export class Listener {
       ? this.#options.listen.path
       : formatPeer(socket.remoteAddress, socket.remotePort);
     const address = unix ? peer : unmapIpv4(socket.remoteAddress ?? "unknown");
-    const connection: Connection = { socket, at: performance.now(), peer, silent: true };
+    const connection: Connection = {
+      socket,
+      at: performance.now(),
+      peer,
+      silent: true,
+      headerDeadline: undefined,
+    };
     const slot = this.#connections.add(connection);
     this.#options.onCountChange?.(this.#connections.size);
     this.#rescue?.setActive(true);
@@ -352,22 +378,11 @@ export class Listener {
       });
     };
     events.on("error", () => {}); // Reported by whoever owns the socket next; never fatal.
-    const timeoutMs = this.#options.headerTimeoutMs;
-    let timer = timeoutMs > 0
-      ? setTimeout(() => {
-        const silent = connection.silent;
-        this.#options.log.child({ peer }).debug(
-          `Closing a client that sent ${silent ? "nothing" : "no complete request"} within ` +
-            `${timeoutMs / 1000} s (--header-timeout)`,
-        );
-        this.#options.onHeaderTimeout?.(silent ? "no_request" : "header_timeout");
-        connection.socket.destroy();
-      }, timeoutMs)
-      : undefined;
-    // Drops the cleared timer too: the connection's info (which holds this) lives as long as it.
+    connection.headerDeadline = this.#headerDeadlines?.add(connection);
     const headersDone = () => {
-      clearTimeout(timer);
-      timer = undefined;
+      if (connection.headerDeadline === undefined) return;
+      this.#headerDeadlines?.cancel(connection.headerDeadline);
+      connection.headerDeadline = undefined;
     };
     events.once("close", headersDone);
     if (!unix) socket.setNoDelay(true);
