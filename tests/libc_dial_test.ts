@@ -4,7 +4,13 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import net from "node:net";
-import { DialError, encodeAddress, ipv6Bytes, openLibcDialer } from "../src/targets/libc_dial.ts";
+import {
+  DialError,
+  DialTimeout,
+  encodeAddress,
+  ipv6Bytes,
+  openLibcDialer,
+} from "../src/targets/libc_dial.ts";
 import { connectClient, holdPort, startEcho, startProxy, within } from "./_helpers.ts";
 
 function hex(bytes: Uint8Array): string {
@@ -136,6 +142,8 @@ Deno.test("LibcDialer gives up on a connect that hangs at its deadline and close
     const waited = performance.now() - started;
     assert.ok(error instanceof DialError, String(error));
     assert.equal(error.code, "ETIMEDOUT");
+    // The dialer's own deadline, which callers tell from the kernel's ETIMEDOUT.
+    assert.ok(error instanceof DialTimeout, String(error));
     assert.ok(waited >= 300 && waited < 2000, `gave up after ${waited} ms`);
     assert.equal(dialer().pending, 0);
     assert.equal(openFds(), before, "the timed-out socket was not closed");

@@ -54,6 +54,13 @@ export class DialError extends Error {
   }
 }
 
+/** A dial given up at its timeout by the dialer itself (not the kernel's `ETIMEDOUT`). */
+export class DialTimeout extends DialError {
+  constructor(address: string, port: number) {
+    super(constants.errno.ETIMEDOUT, address, port);
+  }
+}
+
 interface Pending {
   fd: number;
   address: string;
@@ -84,7 +91,7 @@ export class LibcDialer {
   /**
    * Connects to the IP literal `address` (v4 or v6) and `port`. Resolves with a connected
    * `net.Socket`; rejects with a {@link DialError} (refused, unreachable, …) or, after
-   * `timeoutMs`, with `ETIMEDOUT`. Throws a `RangeError` for an address it cannot encode (a
+   * `timeoutMs`, with a {@link DialTimeout} (`ETIMEDOUT`). Throws a `RangeError` for an address it cannot encode (a
    * scoped IPv6 address): dial those with `net.connect`.
    */
   async dial(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
@@ -161,7 +168,7 @@ export class LibcDialer {
         this.#finish(dial);
       } else if (now >= dial.deadline) {
         this.#libc.close(dial.fd);
-        dial.reject(new DialError(constants.errno.ETIMEDOUT, dial.address, dial.port));
+        dial.reject(new DialTimeout(dial.address, dial.port));
       } else {
         pending[kept++] = dial;
         youngest = Math.min(youngest, now - dial.started);

@@ -22,13 +22,16 @@ const FLUSH_TIMEOUT_MS = 5000;
 export const COALESCE_PIECE = 16 * 1024;
 /** Largest batch of small pieces copied into one write. */
 export const COALESCE_LIMIT = 256 * 1024;
-/** A libc dial outlives the caller's connect timeout by this much, so the caller's message wins. */
-const KEEP_AFTER_TIMEOUT_MS = 1000;
 /**
  * What reads pending at close() reject with. One shared instance: building an Error (with its
  * stack trace) on every session's close was measurable in the set-up rate.
  */
 const CLOSED = new Error("Target connection was closed");
+
+/** A scoped IPv6 address (`fe80::1%eth0`) cannot be encoded for libc here: node:net dials it. */
+function canDialThroughLibc(address: string): boolean {
+  return !address.includes("%");
+}
 
 /** Connects with `net.connect`; resolves once connected, rejects with the socket error. */
 function netConnect(host: string, port: number): Promise<net.Socket> {
@@ -89,14 +92,15 @@ export class SocketConnection implements TargetConnection {
    * Connects to the IP literal `address` and `port` (no delay, keep-alive); rejects with the
    * socket error. Dials through libc when it can (src/targets/libc_dial.ts: a `node:net` connect
    * can starve while the core is saturated), otherwise with `net.connect`. `timeoutMs` (0: none)
-   * only bounds how long the libc dial is kept; the caller enforces the user's timeout.
+   * bounds a libc dial, which then rejects with a `DialTimeout`; a `net.connect` is the caller's
+   * to bound ({@link boundsTimeout} says which it will be).
    */
   static async connect(address: string, port: number, timeoutMs = 0): Promise<SocketConnection> {
     const dialer = openLibcDialer();
     const loop = openEpoll();
-    const deadline = timeoutMs > 0 ? timeoutMs + KEEP_AFTER_TIMEOUT_MS : Infinity;
+    const deadline = timeoutMs > 0 ? timeoutMs : Infinity;
     let socket: ByteSocket;
-    if (!dialer || address.includes("%")) socket = await netConnect(address, port);
+    if (!dialer || !canDialThroughLibc(address)) socket = await netConnect(address, port);
     else if (!loop) socket = await dialer.dial(address, port, deadline);
     else {
       // Served by the epoll loop, never by node:net (src/ops/epoll.ts).
@@ -107,6 +111,11 @@ export class SocketConnection implements TargetConnection {
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
     return new SocketConnection(socket);
+  }
+
+  /** Whether {@link connect} ends a dial to `address` at its timeout by itself (through libc). */
+  static boundsTimeout(address: string): boolean {
+    return canDialThroughLibc(address) && openLibcDialer() !== undefined;
   }
 
   #notify(): void {

@@ -11,6 +11,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { TargetTlsConfig } from "../config.ts";
 import { errorMessage, TargetError } from "../errors.ts";
+import { DialTimeout } from "./libc_dial.ts";
 import { SocketConnection } from "./socket_target.ts";
 import { dialTlsTarget } from "./target_tls.ts";
 import type { Target, TargetConnection } from "../types.ts";
@@ -33,17 +34,29 @@ export function describeTarget(target: Target): string {
 
 /** Connects to `target`; throws {@link TargetError} with the reason on failure or timeout. */
 export async function dialTarget(target: Target, options: DialOptions): Promise<TargetConnection> {
+  const { timeoutMs } = options;
+  if (
+    target.kind === "tcp" && !options.tls.enabled && isIP(target.host) !== 0 &&
+    SocketConnection.boundsTimeout(target.host)
+  ) {
+    // The usual case, on every session's set-up: the libc dial ends at the timeout by itself, so
+    // no timer and no race of promises here.
+    return await wrapErrors(
+      SocketConnection.connect(target.host, target.port, timeoutMs),
+      timeoutMs,
+    );
+  }
   const connecting = connect(target, options);
-  if (options.timeoutMs <= 0) return await wrapErrors(connecting);
+  if (timeoutMs <= 0) return await wrapErrors(connecting);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new TargetError(`timed out after ${options.timeoutMs / 1000} s`)),
-      options.timeoutMs,
+      () => reject(timedOut(timeoutMs)),
+      timeoutMs,
     );
   });
   try {
-    return await Promise.race([wrapErrors(connecting), timeout]);
+    return await Promise.race([wrapErrors(connecting, timeoutMs), timeout]);
   } catch (error) {
     // A connect that completes after the timeout must not leak its socket.
     connecting.then((connection) => connection.close(), () => {});
@@ -87,11 +100,19 @@ export function preferIpv4<T extends { family: number }>(addresses: readonly T[]
   ];
 }
 
-async function wrapErrors(connecting: Promise<TargetConnection>): Promise<TargetConnection> {
+async function wrapErrors(
+  connecting: Promise<TargetConnection>,
+  timeoutMs = 0,
+): Promise<TargetConnection> {
   try {
     return await connecting;
   } catch (error) {
     if (error instanceof TargetError) throw error;
+    if (error instanceof DialTimeout) throw timedOut(timeoutMs);
     throw new TargetError(errorMessage(error), { cause: error });
   }
+}
+
+function timedOut(timeoutMs: number): TargetError {
+  return new TargetError(`timed out after ${timeoutMs / 1000} s`);
 }
