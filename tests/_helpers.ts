@@ -321,6 +321,28 @@ export async function holdPort(mode: "refuse" | "listen"): Promise<HeldPort> {
   return { port, [Symbol.asyncDispose]: stop };
 }
 
+/**
+ * A loopback port that a connect hangs on, as on a black-holed host: {@link holdPort}'s
+ * `"listen"` with its accept queue filled, so the kernel drops further SYNs.
+ */
+export async function holdBlackHole(): Promise<HeldPort> {
+  const held = await holdPort("listen");
+  const fillers: Deno.Conn[] = [];
+  for (let index = 0; index < 4; index++) {
+    const conn = await within(Deno.connect({ hostname: "127.0.0.1", port: held.port }), 500, "fill")
+      .catch(() => undefined);
+    if (conn === undefined) break; // The queue is full: this SYN was dropped.
+    fillers.push(conn);
+  }
+  return {
+    port: held.port,
+    async [Symbol.asyncDispose]() {
+      for (const conn of fillers) conn.close();
+      await held[Symbol.asyncDispose]();
+    },
+  };
+}
+
 /** A connected `ws` client that collects what it receives. */
 export interface TestClient {
   readonly ws: WebSocket;

@@ -11,7 +11,14 @@ import {
   ipv6Bytes,
   openLibcDialer,
 } from "../src/targets/libc_dial.ts";
-import { connectClient, holdPort, startEcho, startProxy, within } from "./_helpers.ts";
+import {
+  connectClient,
+  holdBlackHole,
+  holdPort,
+  startEcho,
+  startProxy,
+  within,
+} from "./_helpers.ts";
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
@@ -122,34 +129,22 @@ Deno.test("LibcDialer rejects a refused connect like net.connect: 'connect ECONN
 });
 
 Deno.test("LibcDialer gives up on a connect that hangs at its deadline and closes the socket", async () => {
-  // A listener that never accepts, its queue filled: further SYNs are dropped (see holdPort).
-  await using held = await holdPort("listen");
-  const fillers: Deno.Conn[] = [];
-  for (let index = 0; index < 4; index++) {
-    const conn = await within(Deno.connect({ hostname: "127.0.0.1", port: held.port }), 500, "fill")
-      .catch(() => undefined);
-    if (conn === undefined) break;
-    fillers.push(conn);
-  }
-  try {
-    const before = openFds();
-    const started = performance.now();
-    const error = await within(
-      dialer().dial("127.0.0.1", held.port, 300).then(() => undefined, (failure) => failure),
-      5000,
-      "deadline",
-    );
-    const waited = performance.now() - started;
-    assert.ok(error instanceof DialError, String(error));
-    assert.equal(error.code, "ETIMEDOUT");
-    // The dialer's own deadline, which callers tell from the kernel's ETIMEDOUT.
-    assert.ok(error instanceof DialTimeout, String(error));
-    assert.ok(waited >= 300 && waited < 2000, `gave up after ${waited} ms`);
-    assert.equal(dialer().pending, 0);
-    assert.equal(openFds(), before, "the timed-out socket was not closed");
-  } finally {
-    for (const conn of fillers) conn.close();
-  }
+  await using held = await holdBlackHole();
+  const before = openFds();
+  const started = performance.now();
+  const error = await within(
+    dialer().dial("127.0.0.1", held.port, 300).then(() => undefined, (failure) => failure),
+    5000,
+    "deadline",
+  );
+  const waited = performance.now() - started;
+  assert.ok(error instanceof DialError, String(error));
+  assert.equal(error.code, "ETIMEDOUT");
+  // The dialer's own deadline, which callers tell from the kernel's ETIMEDOUT.
+  assert.ok(error instanceof DialTimeout, String(error));
+  assert.ok(waited >= 300 && waited < 2000, `gave up after ${waited} ms`);
+  assert.equal(dialer().pending, 0);
+  assert.equal(openFds(), before, "the timed-out socket was not closed");
 });
 
 Deno.test("LibcDialer leaves no descriptor behind over 300 dials, connected and refused", async () => {
