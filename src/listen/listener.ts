@@ -38,7 +38,7 @@ export interface ConnectionInfo {
   readonly trustedProxies?: TrustedProxies;
   /** Whether the connection is TLS. */
   readonly secure: boolean;
-  /** Stops the header timer: the request has arrived. */
+  /** Stops the header deadline (`--header-timeout`): the request has arrived. */
   headersDone(): void;
   /** The connection now goes on over `next` ({@link moveToEpoll}); the listener counts that one. */
   readonly movedTo?: (next: ByteSocket) => void;
@@ -108,9 +108,9 @@ export interface ListenerOptions {
 
 /**
  * Where a socket carries its {@link ConnectionInfo}: a property, not a WeakMap. The info refers
- * back to its socket (through the header timer's closures), and V8's young-generation GC keeps a
- * WeakMap entry whose value refers to its key, with the whole connection, until the next full GC
- * (docs/decisions.md, "Set-up: what each connection leaves to the full GC").
+ * back to its socket (`headersDone` and `movedTo` hold the connection), and V8's young-generation
+ * GC keeps a WeakMap entry whose value refers to its key, with the whole connection, until the
+ * next full GC (docs/decisions.md, "Set-up: what each connection leaves to the full GC").
  */
 const INFO = Symbol("websockify.connectionInfo");
 
