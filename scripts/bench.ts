@@ -321,6 +321,30 @@ async function startTaskEnv(): Promise<Record<string, string>> {
   return flags ? { DENO_V8_FLAGS: flags } : {};
 }
 
+/**
+ * What the kernel's log says of a SIGKILL the bench did not send: the out-of-memory killer's line
+ * for `pid` ("Out of memory: Killed process PID (name) ... anon-rss:NkB"), as "killed by the
+ * kernel's out-of-memory killer at N GiB resident", or undefined. (websocketd died so in a run:
+ * its RSS had reached the machine's memory at 2,000 sessions plus newcomers.)
+ */
+export function oomKillOf(pid: number, log: string): string | undefined {
+  const line = log.split("\n").find((text) => text.includes(`Killed process ${pid} (`));
+  if (line === undefined) return undefined;
+  const rss = /anon-rss:(\d+)kB/.exec(line);
+  const resident = rss ? ` at ${(Number(rss[1]) / 1024 / 1024).toFixed(1)} GiB resident` : "";
+  return `killed by the kernel's out-of-memory killer${resident}`;
+}
+
+/** The kernel's log (`dmesg`), or "" where it cannot be read. */
+function kernelLog(): string {
+  try {
+    const output = new Deno.Command("dmesg", { stdout: "piped", stderr: "null" }).outputSync();
+    return output.success ? new TextDecoder().decode(output.stdout) : "";
+  } catch {
+    return "";
+  }
+}
+
 export function subjectOf(
   name: string,
   child: Child,
@@ -333,10 +357,12 @@ export function subjectOf(
     route,
     pids: [child.pid],
     usesTarget,
-    exited: () =>
-      stopped || child.exit === undefined
-        ? undefined
-        : `${child.exit}; last output: ${child.lines.slice(-2).join(" | ") || "none"}`,
+    exited: () => {
+      if (stopped || child.exit === undefined) return undefined;
+      const oom = child.exit === "signal SIGKILL" ? oomKillOf(child.pid, kernelLog()) : undefined;
+      return `${child.exit}${oom ? ` (${oom})` : ""}; last output: ` +
+        (child.lines.slice(-2).join(" | ") || "none");
+    },
     stop: () => {
       stopped = true;
       return child.stop();

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { sizingLines } from "../scripts/bench_cluster.ts";
-import { Child, subjectOf } from "../scripts/bench.ts";
+import { Child, oomKillOf, subjectOf } from "../scripts/bench.ts";
 
 const BENCH = new URL("../scripts/bench.ts", import.meta.url).pathname;
 
@@ -239,4 +239,19 @@ Deno.test("a column whose process has ended by itself says how, with its last ou
   assert.equal(alive.exited!(), undefined, "a running process has not exited");
   await alive.stop();
   assert.equal(alive.exited!(), undefined, "a process the bench stopped is not reported as dead");
+});
+
+Deno.test("a column killed by the kernel's out-of-memory killer says so, with its resident size", () => {
+  const log = [
+    "[18545.177140]  __alloc_pages_may_oom+0x14b/0x220",
+    "[18545.178913] Out of memory: Killed process 18239 (websocketd) total-vm:95768192kB, " +
+    "anon-rss:23943568kB, file-rss:68kB, shmem-rss:0kB, UID:0 pgtables:67664kB oom_score_adj:0",
+  ].join("\n");
+  assert.equal(
+    oomKillOf(18239, log),
+    "killed by the kernel's out-of-memory killer at 22.8 GiB resident",
+  );
+  // Another process's line, or none: nothing to say.
+  assert.equal(oomKillOf(1823, log), undefined);
+  assert.equal(oomKillOf(18239, ""), undefined);
 });
