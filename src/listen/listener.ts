@@ -200,7 +200,7 @@ export class Listener {
     this.#options = options;
     const timeoutMs = options.headerTimeoutMs;
     this.#headerDeadlines = timeoutMs > 0
-      ? new Deadlines(timeoutMs, (connection) => this.#headerTimedOut(connection, timeoutMs))
+      ? new Deadlines(timeoutMs, (connection) => this.#headerTimedOut(connection))
       : undefined;
     this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
     // Errors while binding are reported once, by start(), as a StartupError.
@@ -273,7 +273,8 @@ export class Listener {
     connection.socket.destroy();
   }
 
-  #headerTimedOut(connection: Connection, timeoutMs: number): void {
+  #headerTimedOut(connection: Connection): void {
+    const timeoutMs = this.#options.headerTimeoutMs;
     connection.headerDeadline = undefined;
     const silent = connection.silent;
     this.#options.log.child({ peer: connection.peer }).debug(

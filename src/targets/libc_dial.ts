@@ -91,8 +91,8 @@ export class LibcDialer {
   /**
    * Connects to the IP literal `address` (v4 or v6) and `port`. Resolves with a connected
    * `net.Socket`; rejects with a {@link DialError} (refused, unreachable, …) or, after
-   * `timeoutMs`, with a {@link DialTimeout} (`ETIMEDOUT`). Throws a `RangeError` for an address it cannot encode (a
-   * scoped IPv6 address): dial those with `net.connect`.
+   * `timeoutMs`, with a {@link DialTimeout} (`ETIMEDOUT`). Throws a `RangeError` for an address
+   * it cannot encode (a scoped IPv6 address): dial those with `net.connect`.
    */
   async dial(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
     const fd = await this.dialDescriptor(address, port, timeoutMs);

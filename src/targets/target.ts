@@ -35,19 +35,12 @@ export function describeTarget(target: Target): string {
 /** Connects to `target`; throws {@link TargetError} with the reason on failure or timeout. */
 export async function dialTarget(target: Target, options: DialOptions): Promise<TargetConnection> {
   const { timeoutMs } = options;
-  if (
-    target.kind === "tcp" && !options.tls.enabled && isIP(target.host) !== 0 &&
-    SocketConnection.boundsTimeout(target.host)
-  ) {
-    // The usual case, on every session's set-up: the libc dial ends at the timeout by itself, so
-    // no timer and no race of promises here.
-    return await wrapErrors(
-      SocketConnection.connect(target.host, target.port, timeoutMs),
-      timeoutMs,
-    );
-  }
   const connecting = connect(target, options);
-  if (timeoutMs <= 0) return await wrapErrors(connecting);
+  // The usual case, on every session's set-up, is bounded by the libc dial itself: no timer and
+  // no race of promises for it.
+  if (timeoutMs <= 0 || dialBoundsTimeout(target, options)) {
+    return await wrapErrors(connecting, timeoutMs);
+  }
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -64,6 +57,15 @@ export async function dialTarget(target: Target, options: DialOptions): Promise<
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Whether {@link connect} ends at the timeout by itself: a plain TCP dial to an IP literal through
+ * libc, whose `DialTimeout` {@link wrapErrors} reports as the timeout.
+ */
+function dialBoundsTimeout(target: Target, options: DialOptions): boolean {
+  return target.kind === "tcp" && !options.tls.enabled && isIP(target.host) !== 0 &&
+    SocketConnection.boundsTimeout(target.host);
 }
 
 async function connect(target: Target, options: DialOptions): Promise<TargetConnection> {
