@@ -13,9 +13,10 @@ const PARALLEL = 4;
 /**
  * Bytes promoted to V8's old generation per session, at most. Sessions live a millisecond or so
  * and a scavenge comes every hundred sessions or so, so nearly nothing of a session should survive
- * two of them: measured 140–160 bytes. Each holder found so far kept the whole session until a
- * full GC: an object literal with getters or a WeakMap entry whose value refers to its key (5.2–5.5
- * KB per session), the listener's connections in a Set (0.9–1.3 KB).
+ * two of them: measured 75 bytes (140–160 while each connection still had two timers). Each holder
+ * found so far kept the whole session until a full GC: an object literal with getters or a WeakMap
+ * entry whose value refers to its key (5.2–5.5 KB per session), the listener's connections in a
+ * Set (0.9–1.3 KB).
  */
 const PROMOTED_PER_SESSION = 512;
 
@@ -80,7 +81,10 @@ Deno.test({
     assert.ok(
       perSession <= PROMOTED_PER_SESSION,
       `${perSession.toFixed(0)} bytes promoted per session (at most ${PROMOTED_PER_SESSION}): ` +
-        "something keeps finished sessions until a full GC",
+        "something keeps finished sessions until a full GC; look on the session's path for a " +
+        "long-lived Set or Map with a member per connection, a WeakMap value that refers to its " +
+        'key, or an object literal with getters (docs/decisions.md, "Set-up: what each ' +
+        'connection leaves to the full GC")',
     );
   },
 });
