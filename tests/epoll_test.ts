@@ -147,6 +147,93 @@ Deno.test("FdSocket reads up to 256 KiB at once while its peer is ahead, in orde
   }
 });
 
+Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with its writes", async () => {
+  // A source writes 8 MiB at once; what it sends is framed towards a sink that reads nothing
+  // for 300 ms: each move into the pipe as "S" + length + payload (writeSpliced), each chunk read
+  // as usual as "D" + length + payload, and after every third move a one-byte "W" write, which
+  // queues between spliced bytes. The sink must see the same records in the same order.
+  const total = 8 * 1024 * 1024;
+  const block = Buffer.alloc(total);
+  for (let at = 0; at < total; at += 4) block.writeUInt32BE(at, at);
+  const { server: source, port: sourcePort } = await serve((socket) => socket.end(block));
+  const arrived: Buffer[] = [];
+  const sinkEnded = Promise.withResolvers<void>();
+  const { server: sink, port: sinkPort } = await serve((socket) => {
+    socket.pause();
+    setTimeout(() => socket.resume(), 300);
+    socket.on("data", (data: Buffer) => arrived.push(data));
+    socket.on("end", () => sinkEnded.resolve());
+  });
+  try {
+    const from = await dial(sourcePort);
+    const to = await dial(sinkPort);
+    const records: string[] = [];
+    const framed = (kind: string, length: number) => {
+      records.push(`${kind}${length}`);
+      const header = Buffer.alloc(5);
+      header.write(kind, 0);
+      header.writeUInt32BE(length, 1);
+      return header;
+    };
+    const backpressure = () => {
+      if (to.splicedLength <= 128 * 1024 && to.writableLength <= 1024 * 1024) return;
+      from.pause();
+      to.once("drain", () => from.resume());
+    };
+    let moves = 0;
+    from.spliceTo({
+      pipe: () => to.splicePipe(),
+      moved(count) {
+        to.writeSpliced(framed("S", count), count);
+        if (++moves % 3 === 0) {
+          records.push("W");
+          to.write(Buffer.from("W"));
+        }
+        backpressure();
+      },
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      from.on("data", (chunk: Buffer) => {
+        to.write(framed("D", chunk.length));
+        to.write(chunk);
+        backpressure();
+      });
+      from.on("end", resolve);
+      from.on("error", reject);
+    });
+    from.resume();
+    await within(ended, 10000, "the end of 8 MiB");
+    to.end();
+    await within(sinkEnded.promise, 10000, "the sink's end");
+    // Parse what arrived back into records and payload.
+    const stream = Buffer.concat(arrived);
+    const seen: string[] = [];
+    const payload: Buffer[] = [];
+    for (let at = 0; at < stream.length;) {
+      const kind = String.fromCharCode(stream[at]!);
+      if (kind === "W") {
+        seen.push("W");
+        at += 1;
+        continue;
+      }
+      assert.ok(kind === "S" || kind === "D", `a record of kind ${kind} at ${at}`);
+      const length = stream.readUInt32BE(at + 1);
+      seen.push(`${kind}${length}`);
+      payload.push(stream.subarray(at + 5, at + 5 + length));
+      at += 5 + length;
+    }
+    assert.deepEqual(seen, records, "the records arrived out of order");
+    assert.equal(Buffer.compare(Buffer.concat(payload), block), 0, "the payload differs");
+    assert.ok(moves > 0, "no read was spliced");
+    assert.ok(records.some((record) => record.startsWith("D")), "the first reads go as usual");
+    from.destroy();
+    to.destroy();
+  } finally {
+    source.close();
+    sink.close();
+  }
+});
+
 Deno.test("FdSocket sends corked pieces, small and large, in order in one flush", async () => {
   const received: Buffer[] = [];
   const ended = Promise.withResolvers<void>();

@@ -69,6 +69,50 @@ Deno.test("target data queued behind a client that does not read arrives intact,
   await client.closed;
 });
 
+/** How many pipes process `pid` has open (its stdio to the test among them). */
+function pipesOf(pid: number): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("pipe:")) count++;
+    } catch {
+      // closed while listed
+    }
+  }
+  return count;
+}
+
+Deno.test("bulk target data reaches the client through a splice pipe, closed with the session", async () => {
+  // A target far ahead of the client: its reads are moved into a pipe of the client socket and
+  // from there to the client (src/ops/epoll.ts, spliceTo), so the proxy holds two more pipe
+  // descriptors while it streams, and none once the session is over.
+  const data = randomBytes(32 * 1024 * 1024);
+  await using target = startTarget(async (conn) => {
+    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
+    await conn.readable.cancel().catch(() => {});
+  });
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const before = pipesOf(proxy.pid);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  let most = before;
+  const watch = setInterval(() => (most = Math.max(most, pipesOf(proxy.pid))), 5);
+  try {
+    const received = await client.receiveBytes(data.length, 30000);
+    assert.equal(Buffer.compare(received, data), 0, "the bytes differ from what the target sent");
+    assert.ok(client.messageSizes.every((size) => size <= 65536), `${client.messageSizes}`);
+  } finally {
+    clearInterval(watch);
+  }
+  assert.equal(most, before + 2, "no splice pipe while the target was ahead of the client");
+  client.ws.close();
+  await client.closed;
+  const deadline = Date.now() + 5000;
+  while (pipesOf(proxy.pid) > before && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(pipesOf(proxy.pid), before, "the session's splice pipe is still open");
+});
+
 Deno.test("proxy closes with 1000 'Target closed' after flushing the target's last data", async () => {
   await using target = startTarget(async (conn) => {
     await conn.write(encoder.encode("bye"));

@@ -44,6 +44,9 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  splice: { parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -61,6 +64,12 @@ const EPOLLRDHUP = 0x2000;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
+const MSG_MORE = 0x8000;
+const SPLICE_F_MOVE = 1;
+const SPLICE_F_NONBLOCK = 2;
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const F_SETPIPE_SZ = 1031;
 const SHUT_WR = 1;
 const SOL_SOCKET = 1;
 const SO_KEEPALIVE = 9;
@@ -99,6 +108,13 @@ const READ_SIZE = 64 * 1024;
  * the client messages of at most 64 KiB). docs/decisions.md, "One way: 256 KiB reads".
  */
 const FULL_READ_SIZE = 256 * 1024;
+/**
+ * Capacity asked for a splice pipe: room for a 64 KiB move in pieces of any size (a pipe holds
+ * 16 pieces by default, whatever their size).
+ */
+const PIPE_SIZE = 256 * 1024;
+/** Most moves into a splice pipe per event: as much as one {@link FULL_READ_SIZE} read. */
+const SPLICES_PER_EVENT = FULL_READ_SIZE / READ_SIZE;
 /** A read at least this large makes the next one go into a fresh buffer instead of the scratch. */
 const LARGE_READ = 16 * 1024;
 /** `write()` returns false once this much is queued (node's default high-water mark). */
@@ -113,6 +129,9 @@ const ACCEPT_BATCH = 16;
 const UNCLAIMED_LIMIT = 64 * 1024;
 /** How long (ms) a listener stops accepting after an error such as EMFILE (level-triggered). */
 const ACCEPT_PAUSE_MS = 100;
+
+/** The bytes of a queue entry whose bytes are in a splice pipe. */
+const EMPTY = new Uint8Array(0);
 
 /** What the loop serves: a connected socket or a listening one. */
 interface Watched {
@@ -138,6 +157,19 @@ export class SocketError extends Error {
 interface Queued {
   bytes: Uint8Array;
   callback: ((error?: Error | null) => void) | undefined;
+  /** Bytes of this entry still in the socket's splice pipe (`bytes` is then empty); else 0. */
+  spliced: number;
+}
+
+/**
+ * Where a socket's reads can go without passing through user space ({@link FdSocket.spliceTo}):
+ * a pipe that another socket empties. Used for bulk target data on its way to a client.
+ */
+export interface SpliceSink {
+  /** The write end of the pipe for the next read, or -1: read it as usual. */
+  pipe(): number;
+  /** `count` bytes (more than 0) were moved into the pipe. */
+  moved(count: number): void;
 }
 
 /** Addresses of a socket, copied from the `net.Socket` it replaces. */
@@ -192,6 +224,12 @@ export class FdSocket extends EventEmitter implements Watched {
   #keepAlive: boolean;
   /** Data read while no `data` listener was attached, or given back by unshift(). */
   #unclaimed: Buffer[] = [];
+  /** Where bulk reads are spliced to, if anywhere ({@link spliceTo}). */
+  #sink: SpliceSink | undefined;
+  /** This socket's splice pipe, [read end, write end]; [] until asked for; [-1] if it failed. */
+  #pipe: number[] = [];
+  /** Bytes in the splice pipe, queued to be sent (part of writableLength). */
+  splicedLength = 0;
 
   constructor(
     loop: EpollLoop,
@@ -346,14 +384,78 @@ export class FdSocket extends EventEmitter implements Watched {
         return false;
       }
       this.bytesWritten += sent;
-      this.#queue.push({ bytes: bytes.subarray(sent), callback: done });
+      this.#queue.push({ bytes: bytes.subarray(sent), callback: done, spliced: 0 });
       this.writableLength += bytes.length - sent;
       this.#update();
     } else {
-      this.#queue.push({ bytes, callback: done });
+      this.#queue.push({ bytes, callback: done, spliced: 0 });
       this.writableLength += bytes.length;
     }
     return this.writableLength < HIGH_WATER;
+  }
+
+  /**
+   * Moves bulk reads from this socket into `sink`'s pipe instead of reading them ({@link
+   * SpliceSink}): a read that follows one of 64 KiB or more (the peer is ahead) is spliced, at
+   * most 64 KiB at a time, whenever the sink offers its pipe. `undefined` stops it.
+   */
+  spliceTo(sink: SpliceSink | undefined): void {
+    this.#sink = sink;
+  }
+
+  /**
+   * The write end of this socket's splice pipe, made on first use (then closed with the socket),
+   * or -1 if none can be made (as when descriptors run out): the caller reads as usual. What is
+   * moved into it is sent with {@link writeSpliced}.
+   */
+  splicePipe(): number {
+    if (this.destroyed) return -1;
+    if (this.#pipe.length === 0) this.#pipe = this.#loop.pipe();
+    return this.#pipe.length === 2 ? this.#pipe[1]! : -1;
+  }
+
+  /**
+   * Sends `header`, then the `count` bytes just moved into this socket's splice pipe, in order
+   * with what write() queued: as much at once as the kernel takes, the rest when writable. The
+   * bytes go from the pipe to the socket without a copy through user space.
+   */
+  writeSpliced(header: Uint8Array, count: number): void {
+    if (this.destroyed || this.writableEnded || this.#pipe.length !== 2) {
+      // Nothing can send them any more: they stay in the pipe, which closes with the socket.
+      return;
+    }
+    const queue = this.#queue;
+    if (queue.length === 0 && this.#corked === 0) {
+      // The header waits in the kernel (MSG_MORE) for the payload behind it: one segment.
+      const sent = this.#loop.send(this.fd, header, true);
+      if (sent < 0) return void this.destroy(new SocketError(-sent, "write"));
+      this.bytesWritten += sent;
+      if (sent === header.length) {
+        const moved = this.#loop.splice(this.#pipe[0]!, this.fd, count);
+        if (moved < 0 && -moved !== EAGAIN && -moved !== EINTR) {
+          return void this.destroy(new SocketError(-moved, "splice"));
+        }
+        if (moved === count) {
+          this.bytesWritten += moved;
+          return;
+        }
+        if (moved > 0) {
+          this.bytesWritten += moved;
+          count -= moved;
+        }
+      } else queue.push({ bytes: header.subarray(sent), callback: undefined, spliced: 0 });
+      queue.push({ bytes: EMPTY, callback: undefined, spliced: count });
+      this.writableLength += (header.length - sent) + count;
+      this.splicedLength += count;
+      this.#update();
+      return;
+    }
+    queue.push(
+      { bytes: header, callback: undefined, spliced: 0 },
+      { bytes: EMPTY, callback: undefined, spliced: count },
+    );
+    this.writableLength += header.length + count;
+    this.splicedLength += count;
   }
 
   /**
@@ -375,8 +477,13 @@ export class FdSocket extends EventEmitter implements Watched {
     if (this.destroyed) return this;
     this.#leaveLoop(true);
     this.#loop.close(this.fd);
+    if (this.#pipe.length === 2) {
+      this.#loop.close(this.#pipe[0]!);
+      this.#loop.close(this.#pipe[1]!);
+    }
     const queued = this.#queue.splice(0);
     this.writableLength = 0;
+    this.splicedLength = 0;
     process.nextTick(() => {
       for (const entry of queued) entry.callback?.(error ?? new Error("socket destroyed"));
       if (error) this.emit("error", error);
@@ -451,12 +558,37 @@ export class FdSocket extends EventEmitter implements Watched {
   #flush(): void {
     const queue = this.#queue;
     while (queue.length > 0 && !this.destroyed) {
-      const count = Math.min(queue.length, MAX_IOV);
+      const first = queue[0]!;
+      if (first.spliced > 0) {
+        // Bytes waiting in the splice pipe: from there to the socket.
+        const moved = this.#loop.splice(this.#pipe[0]!, this.fd, first.spliced);
+        if (moved < 0 && -moved !== EAGAIN && -moved !== EINTR) {
+          this.destroy(new SocketError(-moved, "splice"));
+          return;
+        }
+        if (moved <= 0) break;
+        this.bytesWritten += moved;
+        this.writableLength -= moved;
+        this.splicedLength -= moved;
+        first.spliced -= moved;
+        if (first.spliced > 0) break;
+        queue.shift();
+        if (first.callback) process.nextTick(first.callback, null);
+        continue;
+      }
+      let count = Math.min(queue.length, MAX_IOV);
+      // Up to the next spliced entry: those bytes are not in user space.
+      for (let index = 1; index < count; index++) {
+        if (queue[index]!.spliced > 0) count = index;
+      }
       let total = 0;
       for (let index = 0; index < count; index++) total += queue[index]!.bytes.length;
       let sent: number;
-      if (count === 1) sent = this.#loop.send(this.fd, queue[0]!.bytes);
-      else if (total <= JOIN_LIMIT) {
+      if (count === 1) {
+        // A header in front of spliced bytes waits for them in the kernel (MSG_MORE).
+        const more = queue.length > 1 && queue[1]!.spliced > 0;
+        sent = this.#loop.send(this.fd, first.bytes, more);
+      } else if (total <= JOIN_LIMIT) {
         // Small pieces: one copy is cheaper than describing them to the kernel.
         const joined = Buffer.allocUnsafe(total);
         let offset = 0;
@@ -474,7 +606,7 @@ export class FdSocket extends EventEmitter implements Watched {
       this.writableLength -= sent;
       // Drop the entries that went out whole; keep the rest of a partly sent one.
       let left = sent;
-      while (queue.length > 0 && left >= queue[0]!.bytes.length) {
+      while (queue.length > 0 && queue[0]!.spliced === 0 && left >= queue[0]!.bytes.length) {
         left -= queue[0]!.bytes.length;
         const entry = queue.shift()!;
         if (entry.callback) process.nextTick(entry.callback, null);
@@ -504,22 +636,45 @@ export class FdSocket extends EventEmitter implements Watched {
       this.#update(true);
       return;
     }
-    // After a large read, the next one goes straight into a buffer of its own (no copy); small
+    // While the peer is ahead, a sink's pipe takes the next 64 KiB without a copy. Otherwise,
+    // after a large read, the next one goes straight into a buffer of its own (no copy); small
     // reads go through the loop's scratch buffer and are copied out at their size.
-    const direct = this.#nextRead > 0 ? new Uint8Array(this.#nextRead) : undefined;
-    const got = this.#loop.read(this.fd, direct ?? scratch);
-    if (got > 0) {
-      this.bytesRead += got;
-      this.#nextRead = got < LARGE_READ ? 0 : got >= READ_SIZE ? FULL_READ_SIZE : READ_SIZE;
-      let chunk: Buffer;
-      if (direct) chunk = Buffer.from(direct.buffer, 0, got);
-      else {
-        chunk = Buffer.allocUnsafe(got);
-        chunk.set(scratch.subarray(0, got));
+    const sink = this.#sink;
+    let pipe = sink !== undefined && this.#nextRead === FULL_READ_SIZE ? sink.pipe() : -1;
+    let got: number;
+    if (pipe >= 0) {
+      // One message per move, up to FULL_READ_SIZE per event while the client takes them at once.
+      for (let moves = 1;; moves++) {
+        got = this.#loop.splice(this.fd, pipe, READ_SIZE);
+        if (got <= 0) break;
+        this.bytesRead += got;
+        this.#nextRead = got < LARGE_READ ? 0 : got >= READ_SIZE ? FULL_READ_SIZE : READ_SIZE;
+        sink!.moved(got);
+        if (got < READ_SIZE || moves === SPLICES_PER_EVENT || this.destroyed || this.#paused) {
+          return;
+        }
+        pipe = sink!.pipe();
+        if (pipe < 0) return;
       }
-      if (this.#unclaimed.length === 0 && this.listenerCount("data") > 0) this.emit("data", chunk);
-      else this.#keepUnclaimed(chunk);
-    } else if (got === 0) {
+    } else {
+      const direct = this.#nextRead > 0 ? new Uint8Array(this.#nextRead) : undefined;
+      got = this.#loop.read(this.fd, direct ?? scratch);
+      if (got > 0) {
+        this.bytesRead += got;
+        this.#nextRead = got < LARGE_READ ? 0 : got >= READ_SIZE ? FULL_READ_SIZE : READ_SIZE;
+        let chunk: Buffer;
+        if (direct) chunk = Buffer.from(direct.buffer, 0, got);
+        else {
+          chunk = Buffer.allocUnsafe(got);
+          chunk.set(scratch.subarray(0, got));
+        }
+        if (this.#unclaimed.length === 0 && this.listenerCount("data") > 0) {
+          this.emit("data", chunk);
+        } else this.#keepUnclaimed(chunk);
+        return;
+      }
+    }
+    if (got === 0) {
       this.#readEnded = true;
       this.readable = false;
       this.emit("end");
@@ -529,7 +684,7 @@ export class FdSocket extends EventEmitter implements Watched {
       // Out of the set unless closed meanwhile (an exclusive descriptor's close does that).
       this.#update();
     } else if (-got !== EAGAIN && -got !== EINTR) {
-      this.destroy(new SocketError(-got, "read"));
+      this.destroy(new SocketError(-got, pipe >= 0 ? "splice" : "read"));
     }
   }
 }
@@ -706,9 +861,13 @@ export class EpollLoop {
     if (this.#count === 0 && this.#state === 2) this.#wake();
   }
 
-  /** Bytes sent, or minus the errno; 0 when the kernel's buffer is full. */
-  send(fd: number, bytes: Uint8Array): number {
-    const sent = this.#ffi.send(fd, bytes, BigInt(bytes.length), MSG_NOSIGNAL);
+  /**
+   * Bytes sent, or minus the errno; 0 when the kernel's buffer is full. `more`: more follows at
+   * once (MSG_MORE), so the kernel waits for it before it sends a segment.
+   */
+  send(fd: number, bytes: Uint8Array, more = false): number {
+    const flags = more ? MSG_NOSIGNAL | MSG_MORE : MSG_NOSIGNAL;
+    const sent = this.#ffi.send(fd, bytes, BigInt(bytes.length), flags);
     if (sent >= 0) return sent;
     const errno = this.#errno.getInt32();
     return errno === EAGAIN || errno === EINTR ? 0 : -errno;
@@ -765,6 +924,31 @@ export class EpollLoop {
   read(fd: number, into: Uint8Array): number {
     const got = this.#ffi.read(fd, into, BigInt(into.length));
     return got >= 0 ? got : -this.#errno.getInt32();
+  }
+
+  /**
+   * Moves up to `length` bytes from `from` to `to` (one of them a pipe) in the kernel: bytes
+   * moved, 0 at the end of `from`'s stream, or minus the errno (EAGAIN: nothing to move now).
+   */
+  splice(from: number, to: number, length: number): number {
+    const moved = this.#ffi.splice(
+      from,
+      null,
+      to,
+      null,
+      BigInt(length),
+      SPLICE_F_MOVE | SPLICE_F_NONBLOCK,
+    );
+    return moved >= 0 ? moved : -this.#errno.getInt32();
+  }
+
+  /** A non-blocking pipe of {@link PIPE_SIZE} for splicing, [read end, write end]; [-1] if none. */
+  pipe(): number[] {
+    const ends = new Int32Array(2);
+    if (this.#ffi.pipe2(new Uint8Array(ends.buffer), O_NONBLOCK | O_CLOEXEC) < 0) return [-1];
+    // Best effort: a smaller pipe only moves less at a time.
+    this.#ffi.fcntl(ends[0]!, F_SETPIPE_SZ, PIPE_SIZE);
+    return [ends[0]!, ends[1]!];
   }
 
   shutdownWrite(fd: number): void {

@@ -30,6 +30,11 @@ const TARGET_HIGH_WATER = 1024 * 1024;
 const TARGET_LOW_WATER = 256 * 1024;
 /** Bytes buffered towards the client before target reads wait for `drain`. */
 const CLIENT_HIGH_WATER = 1024 * 1024;
+/**
+ * Bytes in the splice pipe towards the client before target reads wait for `drain`: room is left
+ * for one more move of 64 KiB in the 256 KiB pipe (src/ops/epoll.ts).
+ */
+const SPLICE_HIGH_WATER = 128 * 1024;
 /** Client chunks at least this large are released as soon as their pieces are written. */
 const RELEASE_CHUNK = 16 * 1024;
 
@@ -447,6 +452,24 @@ function streamTarget(
 ): Promise<void> {
   const { traffic, recording } = options;
   let paused = false;
+  const waitForClient = () => {
+    paused = true;
+    target.pause();
+    void channel.drained().then(() => {
+      paused = false;
+      target.resume();
+    });
+  };
+  // Bulk target data goes to the client from pipe to socket, unless every byte must be seen.
+  const sink = traffic || recording ? undefined : channel.spliceSink((count) => {
+    if (options.totals) options.totals.targetToClient += count;
+    bytes.fromTarget += count;
+    if (paused) return;
+    if (channel.splicedAmount > SPLICE_HIGH_WATER || channel.bufferedAmount > CLIENT_HIGH_WATER) {
+      waitForClient();
+    }
+  });
+  if (sink) target.spliceTo(sink);
   return new Promise((resolve) => {
     target.stream({
       chunk(data) {
@@ -460,12 +483,7 @@ function streamTarget(
         channel.sendSplit(data, MAX_CLIENT_MESSAGE, true);
         traffic?.mark("<");
         if (paused || channel.bufferedAmount <= CLIENT_HIGH_WATER) return;
-        paused = true;
-        target.pause();
-        void channel.drained().then(() => {
-          paused = false;
-          target.resume();
-        });
+        waitForClient();
       },
       end(error) {
         ended(error);

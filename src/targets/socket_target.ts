@@ -12,7 +12,7 @@ import { Buffer } from "node:buffer";
 import net from "node:net";
 import type { ByteSocket, TargetConnection } from "../types.ts";
 import { openLibcDialer } from "./libc_dial.ts";
-import { openEpoll } from "../ops/epoll.ts";
+import { FdSocket, openEpoll, type SpliceSink } from "../ops/epoll.ts";
 
 /** Bytes buffered from the target before its socket is paused (the pump is behind). */
 const HIGH_WATER = 256 * 1024;
@@ -144,6 +144,14 @@ export class SocketConnection implements TargetConnection {
     this.#sink = sink;
     this.#notify();
     if (this.#sink) this.resume();
+  }
+
+  /**
+   * Moves bulk reads into `sink`'s pipe instead of delivering them as chunks, where the socket is
+   * on the epoll loop ({@link FdSocket.spliceTo}); elsewhere nothing changes.
+   */
+  spliceTo(sink: SpliceSink): void {
+    if (this.#socket instanceof FdSocket) this.#socket.spliceTo(sink);
   }
 
   /** Stops reading from the target (push mode: the client is slow). */

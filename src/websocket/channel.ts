@@ -25,6 +25,7 @@ import {
 } from "./framer.ts";
 import { deflateMessage, type DeflateParams, inflateMessage } from "./deflate.ts";
 import { releaseBuffer } from "./buffers.ts";
+import { FdSocket, type SpliceSink } from "../ops/epoll.ts";
 
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
@@ -108,6 +109,11 @@ export class WebSocketChannel {
     return this.socket.writableLength;
   }
 
+  /** Bytes of {@link bufferedAmount} in the splice pipe ({@link spliceSink}). */
+  get splicedAmount(): number {
+    return this.socket instanceof FdSocket ? this.socket.splicedLength : 0;
+  }
+
   /** Starts reading client frames into `handlers`. */
   start(handlers: ChannelHandlers): void {
     this.#handlers = handlers;
@@ -170,6 +176,29 @@ export class WebSocketChannel {
       this.#send(payload.subarray(at, end), release && last ? payload : undefined, false);
     }
     this.socket.uncork();
+  }
+
+  /**
+   * A sink for a target socket's bulk reads ({@link SpliceSink}): each move into the client
+   * socket's pipe goes out as one binary message, from the pipe to the client without passing
+   * through user space, in order with everything else sent. `moved` is told each message's size.
+   * Undefined where it cannot be: the client is not on the epoll loop (TLS, `node:net`), or
+   * messages are compressed. Bytes in the pipe count in {@link bufferedAmount} and
+   * {@link splicedAmount}; the caller stops moving more while the latter is high.
+   */
+  spliceSink(moved: (count: number) => void): SpliceSink | undefined {
+    const socket = this.socket;
+    if (this.#deflate || !(socket instanceof FdSocket)) return undefined;
+    return {
+      pipe: () => (this.isOpen ? socket.splicePipe() : -1),
+      moved: (count) => {
+        const headerSize = frameHeaderSize(count);
+        const header = Buffer.allocUnsafe(headerSize);
+        writeFrameHeader(header, headerSize, OPCODE.binary, count);
+        socket.writeSpliced(header, count);
+        moved(count);
+      },
+    };
   }
 
   /**
