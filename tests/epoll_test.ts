@@ -262,6 +262,67 @@ Deno.test("FdSocket sends corked pieces, small and large, in order in one flush"
   }
 });
 
+Deno.test("FdSocket gives each read to its data listeners as an EventEmitter would: one, once, several, removed", async () => {
+  // A read calls a lone `data` listener directly; any change of the listeners must be seen.
+  let peer: net.Socket | undefined;
+  const connected = Promise.withResolvers<void>();
+  const { server, port } = await serve((socket) => {
+    peer = socket;
+    connected.resolve();
+  });
+  try {
+    const socket = await dial(port);
+    await within(connected.promise, 5000, "accept");
+    const seen: string[] = [];
+    const send = async (text: string, count: number) => {
+      const before = seen.length;
+      peer!.write(text);
+      await until(() => seen.length >= before + count, `${count} deliveries of ${text}`);
+      // Nothing more arrives for it (a listener called twice, or a removed one still called).
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.equal(seen.length, before + count, `deliveries of ${text}: ${seen.slice(before)}`);
+    };
+    const first = (chunk: Buffer) => seen.push(`first:${chunk}`);
+    socket.on("data", first);
+    await send("a", 1);
+    socket.once("data", (chunk: Buffer) => seen.push(`once:${chunk}`));
+    await send("b", 2);
+    await send("c", 1);
+    const second = (chunk: Buffer) => seen.push(`second:${chunk}`);
+    socket.on("data", second);
+    await send("d", 2);
+    socket.off("data", first);
+    await send("e", 1);
+    socket.removeListener("data", second);
+    socket.once("data", (chunk: Buffer) => seen.push(`last:${chunk}`));
+    await send("f", 1);
+    socket.removeAllListeners("data");
+    socket.on("data", first);
+    await send("g", 1);
+    // Its only listener gone, a read is kept for the next one.
+    socket.off("data", first);
+    peer!.write("h");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.on("data", (chunk: Buffer) => seen.push(`third:${chunk}`));
+    await until(() => seen.length === 10, "the read kept for a new listener");
+    assert.deepEqual(seen, [
+      "first:a",
+      "first:b",
+      "once:b",
+      "first:c",
+      "first:d",
+      "second:d",
+      "second:e",
+      "last:f",
+      "first:g",
+      "third:h",
+    ]);
+    socket.destroy();
+  } finally {
+    server.close();
+  }
+});
+
 Deno.test("FdSocket reads nothing while paused and everything once resumed", async () => {
   let peer: net.Socket | undefined;
   const connected = Promise.withResolvers<void>();
