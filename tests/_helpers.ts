@@ -522,6 +522,19 @@ export function childrenOf(pid: number): number[] {
   return found;
 }
 
+/** How many descriptors of process `pid` are of `kind` ("socket", "pipe"), from /proc. */
+export function descriptorsOf(pid: number, kind: string): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith(`${kind}:`)) count++;
+    } catch {
+      // closed while listed
+    }
+  }
+  return count;
+}
+
 /** Resident set size of process `pid` in bytes, from /proc. */
 export function rssOf(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

@@ -36,6 +36,21 @@ async function dial(port: number): Promise<FdSocket> {
   return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port }, { exclusive: true });
 }
 
+/** An FdSocket dialled to a local server, with the server's end of the connection. */
+async function connectedPair(): Promise<
+  { socket: FdSocket; peer: net.Socket; server: net.Server }
+> {
+  let peer: net.Socket | undefined;
+  const connected = Promise.withResolvers<void>();
+  const { server, port } = await serve((accepted) => {
+    peer = accepted;
+    connected.resolve();
+  });
+  const socket = await dial(port);
+  await within(connected.promise, 5000, "accept");
+  return { socket, peer: peer!, server };
+}
+
 /** Resolves once `condition()` holds, checking every 10 ms; fails after 5 s naming `what`. */
 function until(condition: () => boolean, what: string): Promise<void> {
   return within(
@@ -264,19 +279,12 @@ Deno.test("FdSocket sends corked pieces, small and large, in order in one flush"
 
 Deno.test("FdSocket gives each read to its data listeners as an EventEmitter would: one, once, several, removed", async () => {
   // A read calls a lone `data` listener directly; any change of the listeners must be seen.
-  let peer: net.Socket | undefined;
-  const connected = Promise.withResolvers<void>();
-  const { server, port } = await serve((socket) => {
-    peer = socket;
-    connected.resolve();
-  });
+  const { socket, peer, server } = await connectedPair();
   try {
-    const socket = await dial(port);
-    await within(connected.promise, 5000, "accept");
     const seen: string[] = [];
     const send = async (text: string, count: number) => {
       const before = seen.length;
-      peer!.write(text);
+      peer.write(text);
       await until(() => seen.length >= before + count, `${count} deliveries of ${text}`);
       // Nothing more arrives for it (a listener called twice, or a removed one still called).
       await new Promise((resolve) => setTimeout(resolve, 30));
@@ -301,7 +309,7 @@ Deno.test("FdSocket gives each read to its data listeners as an EventEmitter wou
     await send("g", 1);
     // Its only listener gone, a read is kept for the next one.
     socket.off("data", first);
-    peer!.write("h");
+    peer.write("h");
     await new Promise((resolve) => setTimeout(resolve, 50));
     socket.on("data", (chunk: Buffer) => seen.push(`third:${chunk}`));
     await until(() => seen.length === 10, "the read kept for a new listener");
@@ -324,21 +332,14 @@ Deno.test("FdSocket gives each read to its data listeners as an EventEmitter wou
 });
 
 Deno.test("FdSocket reads nothing while paused and everything once resumed", async () => {
-  let peer: net.Socket | undefined;
-  const connected = Promise.withResolvers<void>();
-  const { server, port } = await serve((socket) => {
-    peer = socket;
-    connected.resolve();
-  });
+  const { socket, peer, server } = await connectedPair();
   try {
-    const socket = await dial(port);
-    await within(connected.promise, 5000, "accept");
     assert.equal(socket.isPaused(), true, "a new FdSocket starts paused");
     socket.pause();
     const chunks: Buffer[] = [];
     socket.on("data", (chunk: Buffer) => chunks.push(chunk));
     assert.equal(socket.isPaused(), true, "a data listener after pause() must not resume");
-    peer!.write("while paused");
+    peer.write("while paused");
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(chunks.length, 0);
     socket.resume();
@@ -355,23 +356,16 @@ Deno.test("FdSocket reads nothing while paused and everything once resumed", asy
 });
 
 Deno.test("a paused FdSocket still in the epoll set leaves it when data comes, without spinning", async () => {
-  let peer: net.Socket | undefined;
-  const connected = Promise.withResolvers<void>();
-  const { server, port } = await serve((socket) => {
-    peer = socket;
-    connected.resolve();
-  });
+  const { socket, peer, server } = await connectedPair();
   try {
-    const socket = await dial(port);
-    await within(connected.promise, 5000, "accept");
     const chunks: Buffer[] = [];
     socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-    peer!.write("one");
+    peer.write("one");
     await until(() => chunks.length > 0, "the first chunk");
     // pause() keeps the registration (no system call); data arriving now must take the socket
     // out of the set, or the level-triggered loop would report it on every poll.
     socket.pause();
-    peer!.write("two");
+    peer.write("two");
     await new Promise((resolve) => setTimeout(resolve, 50));
     const before = process.cpuUsage();
     await new Promise((resolve) => setTimeout(resolve, 400));

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import {
   connectClient,
+  descriptorsOf,
   holdBlackHole,
   holdPort,
   randomBytes,
@@ -51,11 +52,7 @@ Deno.test("target data queued behind a client that does not read arrives intact,
   // again, the proxy reads up to 256 KiB at a time and sends each read as several messages that
   // wait in its queue: the read's buffer may be freed only once the last of them is written.
   const data = randomBytes(16 * 1024 * 1024);
-  await using target = startTarget(async (conn) => {
-    // Conn.write() may take part of a chunk: the rest is written again.
-    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
-    await conn.readable.cancel().catch(() => {});
-  });
+  await using target = startStreamingTarget(data);
   await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
   const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
   const socket = (client.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
@@ -69,17 +66,13 @@ Deno.test("target data queued behind a client that does not read arrives intact,
   await client.closed;
 });
 
-/** How many pipes process `pid` has open (its stdio to the test among them). */
-function pipesOf(pid: number): number {
-  let count = 0;
-  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("pipe:")) count++;
-    } catch {
-      // closed while listed
-    }
-  }
-  return count;
+/** A target that writes `data` to each connection, as fast as the proxy takes it. */
+function startStreamingTarget(data: Uint8Array) {
+  return startTarget(async (conn) => {
+    // Conn.write() may take part of a chunk: the rest is written again.
+    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
+    await conn.readable.cancel().catch(() => {});
+  });
 }
 
 Deno.test("bulk target data reaches the client through a splice pipe, closed with the session", async () => {
@@ -87,15 +80,12 @@ Deno.test("bulk target data reaches the client through a splice pipe, closed wit
   // from there to the client (src/ops/epoll.ts, spliceTo), so the proxy holds two more pipe
   // descriptors while it streams, and none once the session is over.
   const data = randomBytes(32 * 1024 * 1024);
-  await using target = startTarget(async (conn) => {
-    for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at, at + 65536));
-    await conn.readable.cancel().catch(() => {});
-  });
+  await using target = startStreamingTarget(data);
   await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
-  const before = pipesOf(proxy.pid);
+  const before = descriptorsOf(proxy.pid, "pipe");
   const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
   let most = before;
-  const watch = setInterval(() => (most = Math.max(most, pipesOf(proxy.pid))), 5);
+  const watch = setInterval(() => (most = Math.max(most, descriptorsOf(proxy.pid, "pipe"))), 5);
   try {
     const received = await client.receiveBytes(data.length, 30000);
     assert.equal(Buffer.compare(received, data), 0, "the bytes differ from what the target sent");
@@ -107,10 +97,10 @@ Deno.test("bulk target data reaches the client through a splice pipe, closed wit
   client.ws.close();
   await client.closed;
   const deadline = Date.now() + 5000;
-  while (pipesOf(proxy.pid) > before && Date.now() < deadline) {
+  while (descriptorsOf(proxy.pid, "pipe") > before && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  assert.equal(pipesOf(proxy.pid), before, "the session's splice pipe is still open");
+  assert.equal(descriptorsOf(proxy.pid, "pipe"), before, "the session's splice pipe is still open");
 });
 
 Deno.test("proxy closes with 1000 'Target closed' after flushing the target's last data", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import { alive, childrenOf } from "./_helpers.ts";
+import { alive, childrenOf, descriptorsOf } from "./_helpers.ts";
 import { clientFrame, deadline, RawClient } from "./_perf_helpers.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -40,18 +40,6 @@ function listensOn(pid: number, port: number): boolean {
     }
   }
   return false;
-}
-
-function socketCount(pid: number): number {
-  let count = 0;
-  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) count++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return count;
 }
 
 Deno.test("--workers 2 serves one port from two processes and stops both on SIGTERM", async () => {
@@ -102,7 +90,7 @@ Deno.test("--workers 2 serves one port from two processes and stops both on SIGT
     }
     assert.equal(workers.length, 1, "one forked worker");
     assert.ok(listensOn(workers[0]!, port), `the worker never listened on port ${port}`);
-    const before = [socketCount(proxy.pid), socketCount(workers[0]!)];
+    const before = [descriptorsOf(proxy.pid, "socket"), descriptorsOf(workers[0]!, "socket")];
     for (let index = 0; index < 40; index++) {
       const client = await RawClient.open(port);
       clients.push(client);
@@ -110,7 +98,7 @@ Deno.test("--workers 2 serves one port from two processes and stops both on SIGT
       const frame = await deadline(client.readFrame(), 5000, "echo");
       assert.equal(new TextDecoder().decode(frame?.payload), `hello ${index}`);
     }
-    const after = [socketCount(proxy.pid), socketCount(workers[0]!)];
+    const after = [descriptorsOf(proxy.pid, "socket"), descriptorsOf(workers[0]!, "socket")];
     // Each session holds two sockets (client and target) in the process that accepted it.
     assert.ok(after[0]! - before[0]! >= 2, `the first process served none: ${before} → ${after}`);
     assert.ok(after[1]! - before[1]! >= 2, `the worker served none: ${before} → ${after}`);
