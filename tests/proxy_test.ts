@@ -103,6 +103,33 @@ Deno.test("bulk target data reaches the client through a splice pipe, closed wit
   assert.equal(descriptorsOf(proxy.pid, "pipe"), before, "the session's splice pipe is still open");
 });
 
+Deno.test("bulk target data to a --unix-listen client is read and sent as usual, intact", async () => {
+  // Splicing is for TCP clients only (src/websocket/channel.ts, spliceSink): the same stream to a
+  // client on a unix socket arrives byte for byte, and the proxy opens no splice pipe for it.
+  const data = randomBytes(16 * 1024 * 1024);
+  await using target = startStreamingTarget(data);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/proxy.sock`;
+  try {
+    await using proxy = await startProxy(["--unix-listen", path, `127.0.0.1:${target.port}`]);
+    const before = descriptorsOf(proxy.pid, "pipe");
+    const client = await connectClient(`ws+unix://${path}:/`);
+    let most = before;
+    const watch = setInterval(() => (most = Math.max(most, descriptorsOf(proxy.pid, "pipe"))), 5);
+    try {
+      const received = await client.receiveBytes(data.length, 30000);
+      assert.equal(Buffer.compare(received, data), 0, "the bytes differ from what the target sent");
+    } finally {
+      clearInterval(watch);
+    }
+    assert.equal(most, before, "a splice pipe for a unix-socket client");
+    client.ws.close();
+    await client.closed;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("proxy closes with 1000 'Target closed' after flushing the target's last data", async () => {
   await using target = startTarget(async (conn) => {
     await conn.write(encoder.encode("bye"));

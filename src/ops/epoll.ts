@@ -419,7 +419,7 @@ export class FdSocket extends EventEmitter implements Watched {
    * moved into it is sent with {@link writeSpliced}.
    */
   splicePipe(): number {
-    if (this.destroyed) return -1;
+    if (this.destroyed || this.writableEnded) return -1;
     if (this.#pipe.length === 0) this.#pipe = this.#loop.pipe();
     return this.#pipe.length === 2 ? this.#pipe[1]! : -1;
   }

@@ -182,13 +182,15 @@ export class WebSocketChannel {
    * A sink for a target socket's bulk reads ({@link SpliceSink}): each move into the client
    * socket's pipe goes out as one binary message, from the pipe to the client without passing
    * through user space, in order with everything else sent. `moved` is told each message's size.
-   * Undefined where it cannot be: the client is not on the epoll loop (TLS, `node:net`), or
-   * messages are compressed. Bytes in the pipe count in {@link bufferedAmount} and
+   * Undefined where it is not used: the client is not on the epoll loop (TLS, `node:net`) or not
+   * on TCP (a `--unix-listen` socket), or messages are compressed. Bytes in the pipe count in {@link bufferedAmount} and
    * {@link splicedAmount}; the caller stops moving more while the latter is high.
    */
   spliceSink(moved: (count: number) => void): SpliceSink | undefined {
     const socket = this.socket;
-    if (this.#deflate || !(socket instanceof FdSocket)) return undefined;
+    if (this.#deflate || !(socket instanceof FdSocket) || socket.remoteFamily === undefined) {
+      return undefined;
+    }
     return {
       pipe: () => (this.isOpen ? socket.splicePipe() : -1),
       moved: (count) => {
