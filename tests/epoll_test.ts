@@ -51,6 +51,25 @@ async function connectedPair(): Promise<
   return { socket, peer: peer!, server };
 }
 
+let getsockopt:
+  | Deno.DynamicLibrary<{
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"]; result: "i32" };
+  }>
+  | undefined;
+
+const SOL_SOCKET = 1;
+
+/** An int socket option of descriptor `fd`, read with getsockopt(2). */
+function socketOption(fd: number, level: number, name: number): number {
+  getsockopt ??= Deno.dlopen("libc.so.6", {
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  });
+  const value = new Int32Array(1);
+  const length = new Uint32Array([4]);
+  assert.equal(getsockopt.symbols.getsockopt(fd, level, name, value, length), 0, "getsockopt");
+  return value[0]!;
+}
+
 /** Resolves once `condition()` holds, checking every 10 ms; fails after 5 s naming `what`. */
 function until(condition: () => boolean, what: string): Promise<void> {
   return within(
@@ -196,9 +215,12 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
       to.once("drain", () => from.resume());
     };
     let moves = 0;
+    let receiveBuffer = 0;
+    const SO_RCVBUF = 8;
     from.spliceTo({
       pipe: () => to.splicePipe(),
       moved(count) {
+        if (moves === 0) receiveBuffer = socketOption(from.fd, SOL_SOCKET, SO_RCVBUF);
         to.writeSpliced(framed("S", count), count);
         if (++moves % 3 === 0) {
           records.push("W");
@@ -240,6 +262,10 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
     assert.deepEqual(seen, records, "the records arrived out of order");
     assert.equal(Buffer.compare(Buffer.concat(payload), block), 0, "the payload differs");
     assert.ok(moves > 0, "no read was spliced");
+    // A spliced socket's receive buffer does not grow by itself: it is set on the first splice
+    // (the kernel doubles what is asked, within net.core.rmem_max).
+    const most = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max"));
+    assert.equal(receiveBuffer, 2 * Math.min(2 * 1024 * 1024, most), "the receive buffer");
     assert.ok(records.some((record) => record.startsWith("D")), "the first reads go as usual");
     from.destroy();
     to.destroy();
@@ -385,16 +411,8 @@ Deno.test("a paused FdSocket still in the epoll set leaves it when data comes, w
 });
 
 Deno.test("connections accepted on the loop inherit TCP_NODELAY and SO_KEEPALIVE from the listener", async () => {
-  const libc = Deno.dlopen("libc.so.6", {
-    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  });
-  const option = (fd: number, level: number, name: number) => {
-    const value = new Int32Array(1);
-    const length = new Uint32Array([4]);
-    assert.equal(libc.symbols.getsockopt(fd, level, name, value, length), 0, "getsockopt");
-    return value[0]!;
-  };
-  const SOL_SOCKET = 1, SO_KEEPALIVE = 9, IPPROTO_TCP = 6, TCP_NODELAY = 1;
+  const option = socketOption;
+  const SO_KEEPALIVE = 9, IPPROTO_TCP = 6, TCP_NODELAY = 1;
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -424,7 +442,6 @@ Deno.test("connections accepted on the loop inherit TCP_NODELAY and SO_KEEPALIVE
   } finally {
     client.destroy();
     listener.close();
-    libc.close();
   }
 });
 

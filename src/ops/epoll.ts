@@ -73,6 +73,7 @@ const F_SETPIPE_SZ = 1031;
 const SHUT_WR = 1;
 const SOL_SOCKET = 1;
 const SO_KEEPALIVE = 9;
+const SO_RCVBUF = 8;
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const TCP_KEEPIDLE = 4;
@@ -113,6 +114,12 @@ const FULL_READ_SIZE = 256 * 1024;
  * 16 pieces by default, whatever their size).
  */
 const PIPE_SIZE = 256 * 1024;
+/**
+ * Receive buffer asked for (SO_RCVBUF; the kernel doubles it, within net.core.rmem_max) on a
+ * socket's first splice: the kernel grows a receive buffer by itself only for reads (`recvmsg`),
+ * so a spliced socket stayed at 128 KiB and its sender waited for the window half of the time.
+ */
+const SPLICE_RECEIVE_BUFFER = 2 * 1024 * 1024;
 /** Most moves into a splice pipe per event: as much as one {@link FULL_READ_SIZE} read. */
 const SPLICES_PER_EVENT = FULL_READ_SIZE / READ_SIZE;
 /** A read at least this large makes the next one go into a fresh buffer instead of the scratch. */
@@ -236,6 +243,8 @@ export class FdSocket extends EventEmitter implements Watched {
   #sink: SpliceSink | undefined;
   /** This socket's splice pipe, [read end, write end]; [] until asked for; [-1] if it failed. */
   #pipe: number[] = [];
+  /** Whether this socket's receive buffer was set for splicing ({@link SPLICE_RECEIVE_BUFFER}). */
+  #spliceReceiveBuffer = false;
   /** Bytes in the splice pipe, queued to be sent (part of writableLength). */
   splicedLength = 0;
 
@@ -678,6 +687,10 @@ export class FdSocket extends EventEmitter implements Watched {
     let pipe = sink !== undefined && this.#nextRead === FULL_READ_SIZE ? sink.pipe() : -1;
     let got: number;
     if (pipe >= 0) {
+      if (!this.#spliceReceiveBuffer) {
+        this.#spliceReceiveBuffer = true;
+        this.#loop.setOption(this.fd, SOL_SOCKET, SO_RCVBUF, SPLICE_RECEIVE_BUFFER);
+      }
       // One message per move, up to FULL_READ_SIZE per event while the client takes them at once.
       for (let moves = 1;; moves++) {
         got = this.#loop.splice(this.fd, pipe, READ_SIZE);
