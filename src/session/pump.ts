@@ -452,7 +452,16 @@ function streamTarget(
 ): Promise<void> {
   const { traffic, recording } = options;
   let paused = false;
-  const waitForClient = () => {
+  const forwarded = (count: number) => {
+    if (options.totals) options.totals.targetToClient += count;
+    bytes.fromTarget += count;
+  };
+  // After each send: the target waits for `drain` while the client is behind. Bytes in the splice
+  // pipe are part of bufferedAmount, so below SPLICE_HIGH_WATER neither mark is reached.
+  const waitIfBehind = () => {
+    const buffered = channel.bufferedAmount;
+    if (paused || buffered <= SPLICE_HIGH_WATER) return;
+    if (buffered <= CLIENT_HIGH_WATER && channel.splicedAmount <= SPLICE_HIGH_WATER) return;
     paused = true;
     target.pause();
     void channel.drained().then(() => {
@@ -462,12 +471,8 @@ function streamTarget(
   };
   // Bulk target data goes to the client from pipe to socket, unless every byte must be seen.
   const sink = traffic || recording ? undefined : channel.spliceSink((count) => {
-    if (options.totals) options.totals.targetToClient += count;
-    bytes.fromTarget += count;
-    if (paused) return;
-    if (channel.splicedAmount > SPLICE_HIGH_WATER || channel.bufferedAmount > CLIENT_HIGH_WATER) {
-      waitForClient();
-    }
+    forwarded(count);
+    waitIfBehind();
   });
   if (sink) target.spliceTo(sink);
   return new Promise((resolve) => {
@@ -476,14 +481,12 @@ function streamTarget(
         traffic?.mark("{");
         recording?.toClient(data);
         if (!channel.isOpen) return target.pause();
-        if (options.totals) options.totals.targetToClient += data.length;
-        bytes.fromTarget += data.length;
+        forwarded(data.length);
         // Messages of at most 64 KiB, as upstream's; the chunk is ours alone (up to 256 KiB from
         // the epoll loop): its memory goes back as soon as it is sent.
         channel.sendSplit(data, MAX_CLIENT_MESSAGE, true);
         traffic?.mark("<");
-        if (paused || channel.bufferedAmount <= CLIENT_HIGH_WATER) return;
-        waitForClient();
+        waitIfBehind();
       },
       end(error) {
         ended(error);

@@ -183,8 +183,9 @@ export class WebSocketChannel {
    * socket's pipe goes out as one binary message, from the pipe to the client without passing
    * through user space, in order with everything else sent. `moved` is told each message's size.
    * Undefined where it is not used: the client is not on the epoll loop (TLS, `node:net`) or not
-   * on TCP (a `--unix-listen` socket), or messages are compressed. Bytes in the pipe count in {@link bufferedAmount} and
-   * {@link splicedAmount}; the caller stops moving more while the latter is high.
+   * on TCP (a `--unix-listen` socket), or messages are compressed. Bytes in the pipe count in
+   * {@link bufferedAmount} and {@link splicedAmount}; the caller stops moving more while the
+   * latter is high.
    */
   spliceSink(moved: (count: number) => void): SpliceSink | undefined {
     const socket = this.socket;
