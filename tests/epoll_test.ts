@@ -6,7 +6,14 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import net from "node:net";
 import process from "node:process";
-import { duplicateDescriptor, type FdSocket, openEpoll } from "../src/ops/epoll.ts";
+import {
+  duplicateDescriptor,
+  type Epoll,
+  EPOLL_SYMBOLS,
+  EpollLoop,
+  type FdSocket,
+  openEpoll,
+} from "../src/ops/epoll.ts";
 import { openLibcDialer } from "../src/targets/libc_dial.ts";
 import { within } from "./_helpers.ts";
 
@@ -28,12 +35,12 @@ async function serve(
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-async function dial(port: number): Promise<FdSocket> {
+async function dial(port: number, on = loop()): Promise<FdSocket> {
   const dialer = openLibcDialer();
   assert.ok(dialer);
   const fd = await dialer.dialDescriptor("127.0.0.1", port, 5000);
   // As the proxy's targets: dialled here, so closing it takes it out of the set (no DEL).
-  return loop().adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port }, { exclusive: true });
+  return on.adopt(fd, { remoteAddress: "127.0.0.1", remotePort: port }, { exclusive: true });
 }
 
 /** An FdSocket dialled to a local server, with the server's end of the connection. */
@@ -181,12 +188,20 @@ Deno.test("FdSocket reads up to 256 KiB at once while its peer is ahead, in orde
   }
 });
 
-Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with its writes", async () => {
-  // A source writes 8 MiB at once; what it sends is framed towards a sink that reads nothing
-  // for 300 ms: each move into the pipe as "S" + length + payload (writeSpliced), each chunk read
-  // as usual as "D" + length + payload, and after every third move a one-byte "W" write, which
-  // queues between spliced bytes. The sink must see the same records in the same order.
-  const total = 8 * 1024 * 1024;
+/**
+ * A source writes `total` bytes at once; what `from` (dialled to it) reads is framed towards a
+ * sink that reads nothing for its first 300 ms: each move into `to`'s pipe as "S" + length +
+ * payload (writeSpliced), each chunk read as usual as "D" + length + payload, and after every
+ * third move a one-byte "W" write, which queues between spliced bytes. `corked`: each move is
+ * queued, then flushed by uncork (else it is sent at once when nothing is queued). Checks that the sink saw
+ * the same records in the same order, and the same payload; returns the records and the receive
+ * buffer `from` had at its first move (0 if none).
+ */
+async function relayFramed(
+  on: EpollLoop,
+  total: number,
+  corked = false,
+): Promise<{ records: string[]; receiveBuffer: number }> {
   const block = Buffer.alloc(total);
   for (let at = 0; at < total; at += 4) block.writeUInt32BE(at, at);
   const { server: source, port: sourcePort } = await serve((socket) => socket.end(block));
@@ -199,8 +214,8 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
     socket.on("end", () => sinkEnded.resolve());
   });
   try {
-    const from = await dial(sourcePort);
-    const to = await dial(sinkPort);
+    const from = await dial(sourcePort, on);
+    const to = await dial(sinkPort, on);
     const records: string[] = [];
     const framed = (kind: string, length: number) => {
       records.push(`${kind}${length}`);
@@ -221,7 +236,9 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
       pipe: () => to.splicePipe(),
       moved(count) {
         if (moves === 0) receiveBuffer = socketOption(from.fd, SOL_SOCKET, SO_RCVBUF);
+        if (corked) to.cork();
         to.writeSpliced(framed("S", count), count);
+        if (corked) to.uncork();
         if (++moves % 3 === 0) {
           records.push("W");
           to.write(Buffer.from("W"));
@@ -238,10 +255,11 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
       from.on("end", resolve);
       from.on("error", reject);
     });
+    const failed = new Promise<never>((_, reject) => to.once("error", reject));
     from.resume();
-    await within(ended, 10000, "the end of 8 MiB");
+    await within(Promise.race([ended, failed]), 10000, `the end of ${total} bytes`);
     to.end();
-    await within(sinkEnded.promise, 10000, "the sink's end");
+    await within(Promise.race([sinkEnded.promise, failed]), 10000, "the sink's end");
     // Parse what arrived back into records and payload.
     const stream = Buffer.concat(arrived);
     const seen: string[] = [];
@@ -261,19 +279,72 @@ Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with
     }
     assert.deepEqual(seen, records, "the records arrived out of order");
     assert.equal(Buffer.compare(Buffer.concat(payload), block), 0, "the payload differs");
-    assert.ok(moves > 0, "no read was spliced");
-    // A spliced socket's receive buffer does not grow by itself: it is set on the first splice
-    // (the kernel doubles what is asked, within net.core.rmem_max).
-    const most = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max"));
-    assert.equal(receiveBuffer, 2 * Math.min(2 * 1024 * 1024, most), "the receive buffer");
-    assert.ok(records.some((record) => record.startsWith("D")), "the first reads go as usual");
     from.destroy();
     to.destroy();
+    return { records, receiveBuffer };
   } finally {
     source.close();
     sink.close();
   }
+}
+
+Deno.test("FdSocket splices bulk reads into another socket's pipe, in order with its writes", async () => {
+  const { records, receiveBuffer } = await relayFramed(loop(), 8 * 1024 * 1024);
+  assert.ok(records.some((record) => record.startsWith("S")), "no read was spliced");
+  // A spliced socket's receive buffer does not grow by itself: it is set on the first splice
+  // (the kernel doubles what is asked, within net.core.rmem_max).
+  const most = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max"));
+  assert.equal(receiveBuffer, 2 * Math.min(2 * 1024 * 1024, most), "the receive buffer");
+  assert.ok(records.some((record) => record.startsWith("D")), "the first reads go as usual");
 });
+
+/**
+ * A loop of its own whose splice(2) calls with `refused(from, to)` true reach the kernel with a
+ * flag it does not know, so that the kernel itself answers EINVAL, as one without splicing for
+ * sockets would. Counts refusals and calls after them; collects what the loop logs.
+ */
+function refusingLoop(refused: (from: number, to: number) => boolean) {
+  const symbols = Deno.dlopen("libc.so.6", EPOLL_SYMBOLS).symbols;
+  // `late`: calls after the first refusal.
+  const counts = { late: 0, refusals: 0 };
+  const warnings: string[] = [];
+  const wrapped: Epoll = {
+    ...symbols,
+    splice(from, offsetIn, to, offsetOut, length, flags) {
+      if (counts.refusals > 0) counts.late++;
+      if (!refused(from, to)) return symbols.splice(from, offsetIn, to, offsetOut, length, flags);
+      counts.refusals++;
+      return symbols.splice(from, offsetIn, to, offsetOut, length, flags | 0x4000_0000);
+    },
+  };
+  return { loop: new EpollLoop(wrapped, (text) => warnings.push(text)), counts, warnings };
+}
+
+for (const side of ["into the pipe", "out of the pipe", "out of the pipe, queued"] as const) {
+  Deno.test(`a kernel that refuses to splice ${side}: the bytes go by read and send, in order, and the loop stops splicing`, async () => {
+    // Into the pipe: the first read of a socket (its descriptor is never a pipe's). Out of it:
+    // a splice to a socket, once bytes are in the pipe: sent at once, or queued and flushed.
+    const sockets = new Set<number>();
+    const { loop: refusing, counts, warnings } = refusingLoop((from, to) =>
+      side === "into the pipe" ? sockets.has(from) || !sockets.has(to) : sockets.has(to)
+    );
+    const adopt = refusing.adopt.bind(refusing);
+    refusing.adopt = (fd, addresses, options) => {
+      sockets.add(fd);
+      return adopt(fd, addresses, options);
+    };
+    const { records } = await relayFramed(refusing, 4 * 1024 * 1024, side.endsWith("queued"));
+    assert.equal(refusing.spliceRefused, "EINVAL");
+    assert.ok(counts.refusals >= 1, "no splice was refused");
+    // After the first refusal nothing tries again (moves already in the pipe are read out).
+    assert.equal(counts.late, 0, "splice was called after it was refused");
+    assert.equal(warnings.length, 1, `one warning, not ${warnings.length}`);
+    assert.match(warnings[0]!, /splice\(2\) refused \(EINVAL\).*nothing was lost/);
+    const moved = records.filter((record) => record.startsWith("S")).length;
+    if (side === "into the pipe") assert.equal(moved, 0, "a read was spliced");
+    else assert.ok(moved >= 1, "no read went into the pipe");
+  });
+}
 
 Deno.test("FdSocket sends corked pieces, small and large, in order in one flush", async () => {
   const received: Buffer[] = [];

@@ -24,8 +24,10 @@ import { EventEmitter } from "node:events";
 import { constants } from "node:os";
 import process from "node:process";
 import { errnoName } from "./libc.ts";
+import { getLog } from "./log.ts";
 
-const SYMBOLS = {
+/** The libc functions the loop calls (exported for tests that wrap one of them). */
+export const EPOLL_SYMBOLS = {
   epoll_create1: { parameters: ["i32"], result: "i32" },
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
@@ -50,7 +52,8 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
-type Epoll = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+/** The loop's libc functions, as `Deno.dlopen` gives them. */
+export type Epoll = Deno.DynamicLibrary<typeof EPOLL_SYMBOLS>["symbols"];
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
@@ -80,6 +83,13 @@ const TCP_KEEPIDLE = 4;
 const EAGAIN = 11;
 const EINTR = 4;
 const ECONNABORTED = 103;
+const EIO = 5;
+/**
+ * What splice(2) answers when it will not move between these descriptors here (a kernel, a
+ * sandbox or a seccomp filter without it), as opposed to a socket error: EPERM, EINVAL, ENOSYS,
+ * EOPNOTSUPP. The process then reads and sends as before splicing ({@link EpollLoop.refusesSplice}).
+ */
+const SPLICE_REFUSALS = new Set([1, 22, 38, 95]);
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const AF_INET = 2;
@@ -425,11 +435,11 @@ export class FdSocket extends EventEmitter implements Watched {
 
   /**
    * The write end of this socket's splice pipe, made on first use (then closed with the socket),
-   * or -1 if none can be made (as when descriptors run out): the caller reads as usual. What is
-   * moved into it is sent with {@link writeSpliced}.
+   * or -1 if none can be made (as when descriptors run out) or the kernel refused a splice: the
+   * caller reads as usual. What is moved into it is sent with {@link writeSpliced}.
    */
   splicePipe(): number {
-    if (this.destroyed || this.writableEnded) return -1;
+    if (this.destroyed || this.writableEnded || this.#loop.spliceRefused !== undefined) return -1;
     if (this.#pipe.length === 0) this.#pipe = this.#loop.pipe();
     return this.#pipe.length === 2 ? this.#pipe[1]! : -1;
   }
@@ -454,7 +464,9 @@ export class FdSocket extends EventEmitter implements Watched {
       this.bytesWritten += sent;
       if (sent === header.length) {
         const moved = this.#loop.splice(this.#pipe[0]!, this.fd, count);
-        if (moved < 0 && -moved !== EAGAIN && -moved !== EINTR) {
+        if (
+          moved < 0 && -moved !== EAGAIN && -moved !== EINTR && !this.#loop.refusesSplice(-moved)
+        ) {
           return void this.destroy(new SocketError(-moved, "splice"));
         }
         if (moved === count) {
@@ -469,6 +481,7 @@ export class FdSocket extends EventEmitter implements Watched {
       queue.push({ bytes: EMPTY, callback: undefined, spliced: count });
       this.writableLength += (header.length - sent) + count;
       this.splicedLength += count;
+      // If refused, the flush reads the bytes out of the pipe and sends them, once writable.
       this.#update();
       return;
     }
@@ -583,10 +596,24 @@ export class FdSocket extends EventEmitter implements Watched {
       const first = queue[0]!;
       if (first.spliced > 0) {
         // Bytes waiting in the splice pipe: from there to the socket.
-        const moved = this.#loop.splice(this.#pipe[0]!, this.fd, first.spliced);
-        if (moved < 0 && -moved !== EAGAIN && -moved !== EINTR) {
-          this.destroy(new SocketError(-moved, "splice"));
-          return;
+        let moved = 0;
+        if (this.#loop.spliceRefused === undefined) {
+          moved = this.#loop.splice(this.#pipe[0]!, this.fd, first.spliced);
+          if (
+            moved < 0 && -moved !== EAGAIN && -moved !== EINTR && !this.#loop.refusesSplice(-moved)
+          ) {
+            this.destroy(new SocketError(-moved, "splice"));
+            return;
+          }
+        }
+        if (this.#loop.spliceRefused !== undefined) {
+          // The kernel refused (now or for another socket): read out and sent as any bytes.
+          const bytes = this.#unsplice(first.spliced);
+          if (bytes === undefined) return;
+          this.splicedLength -= first.spliced;
+          first.spliced = 0;
+          first.bytes = bytes;
+          continue;
         }
         if (moved <= 0) break;
         this.bytesWritten += moved;
@@ -648,6 +675,21 @@ export class FdSocket extends EventEmitter implements Watched {
     }
   }
 
+  /** The next `count` bytes of the splice pipe, read out to be sent; undefined if that failed. */
+  #unsplice(count: number): Uint8Array | undefined {
+    const bytes = new Uint8Array(count);
+    for (let at = 0; at < count;) {
+      const got = this.#loop.read(this.#pipe[0]!, bytes.subarray(at));
+      if (got <= 0) {
+        // Cannot happen (the bytes are in the pipe, whose ends are ours); not a silent loss.
+        this.destroy(new SocketError(got < 0 ? -got : EIO, "read"));
+        return undefined;
+      }
+      at += got;
+    }
+    return bytes;
+  }
+
   // Removals change the `data` listener too (overridden rather than a `removeListener` listener:
   // one listener fewer to add per socket). `off` is its own property, an alias on the prototype.
   // deno-lint-ignore no-explicit-any
@@ -694,7 +736,7 @@ export class FdSocket extends EventEmitter implements Watched {
     // reads go through the loop's scratch buffer and are copied out at their size.
     const sink = this.#sink;
     let pipe = sink !== undefined && this.#nextRead === FULL_READ_SIZE ? sink.pipe() : -1;
-    let got: number;
+    let got = 0;
     if (pipe >= 0) {
       if (!this.#spliceReceiveBuffer) {
         this.#spliceReceiveBuffer = true;
@@ -713,7 +755,10 @@ export class FdSocket extends EventEmitter implements Watched {
         pipe = sink!.pipe();
         if (pipe < 0) return;
       }
-    } else {
+      // Refused rather than failed: this read and all later ones go as usual.
+      if (got < 0 && this.#loop.refusesSplice(-got)) pipe = -1;
+    }
+    if (pipe < 0) {
       const direct = this.#nextRead > 0 ? new Uint8Array(this.#nextRead) : undefined;
       got = this.#loop.read(this.fd, direct ?? scratch);
       if (got > 0) {
@@ -869,8 +914,14 @@ export class EpollLoop {
   #waits = 0;
   mostWaits = 0;
 
-  constructor(ffi: Epoll) {
+  /** Why this process no longer splices: the errno name of the first refusal, if there was one. */
+  spliceRefused: string | undefined;
+  readonly #warn: (text: string) => void;
+
+  /** `warn` gets the one line logged when the kernel refuses to splice. */
+  constructor(ffi: Epoll, warn = (text: string) => getLog("proxy").warn(text)) {
     this.#ffi = ffi;
+    this.#warn = warn;
     this.#errno = new Deno.UnsafePointerView(ffi.__errno_location()!);
     this.#epfd = ffi.epoll_create1(EPOLL_CLOEXEC);
     if (this.#epfd < 0) throw new SocketError(this.#errno.getInt32(), "epoll_create1");
@@ -1000,6 +1051,24 @@ export class EpollLoop {
     return moved >= 0 ? moved : -this.#errno.getInt32();
   }
 
+  /**
+   * Whether `errno`, from a splice, says the kernel will not splice here ({@link SPLICE_REFUSALS})
+   * rather than that a socket failed. The first refusal turns splicing off for the process and is
+   * logged once: bulk target data then goes by read and send, as before splicing.
+   */
+  refusesSplice(errno: number): boolean {
+    if (!SPLICE_REFUSALS.has(errno)) return false;
+    if (this.spliceRefused === undefined) {
+      this.spliceRefused = errnoName(errno);
+      this.#warn(
+        `splice(2) refused (${this.spliceRefused}): bulk target data now goes to clients by ` +
+          "read and send, as for TLS clients; nothing was lost, it costs more CPU per byte. " +
+          "Nothing to do, unless this kernel or sandbox (seccomp) should allow splicing sockets.",
+      );
+    }
+    return true;
+  }
+
   /** A non-blocking pipe of {@link PIPE_SIZE} for splicing, [read end, write end]; [-1] if none. */
   pipe(): number[] {
     const ends = new Int32Array(2);
@@ -1122,7 +1191,7 @@ export function openEpoll(): EpollLoop | undefined {
   if (Deno.build.os !== "linux") return undefined;
   if (Deno.permissions.querySync?.({ name: "ffi" }).state !== "granted") return undefined;
   try {
-    loaded = new EpollLoop(Deno.dlopen("libc.so.6", SYMBOLS).symbols);
+    loaded = new EpollLoop(Deno.dlopen("libc.so.6", EPOLL_SYMBOLS).symbols);
   } catch {
     return undefined;
   }
