@@ -66,6 +66,51 @@ Deno.test("target data queued behind a client that does not read arrives intact,
   await client.closed;
 });
 
+Deno.test("client data behind a target that does not read, and a message fragmented across reads, arrive intact", async () => {
+  // The proxy reads client data into one memory region reused by every read (borrowReads): what
+  // the target socket cannot take at once must be copied before it is queued, and the pieces of
+  // a fragmented message held until its last frame must be copies too. Without either copy the
+  // target gets later bytes in place of earlier ones.
+  const bulk = randomBytes(8 * 1024 * 1024);
+  const fragments = [randomBytes(3000), randomBytes(70000), randomBytes(5)];
+  const total = bulk.length + fragments.reduce((sum, part) => sum + part.length, 0);
+  const received = Promise.withResolvers<Uint8Array>();
+  const bulkArrived = Promise.withResolvers<void>();
+  await using target = startTarget(async (conn) => {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    const reader = conn.readable.getReader();
+    while (at < total) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      bytes.set(value.subarray(0, total - at), at);
+      at += value.length;
+      if (at >= bulk.length) bulkArrived.resolve();
+    }
+    received.resolve(bytes.subarray(0, at));
+  });
+  await using proxy = await startProxy(["127.0.0.1:0", `127.0.0.1:${target.port}`]);
+  const client = await connectClient(`ws://127.0.0.1:${proxy.port}/`);
+  for (let at = 0; at < bulk.length; at += 65536) client.ws.send(bulk.subarray(at, at + 65536));
+  // Each frame of the fragmented message in a read of its own, once the bulk is through.
+  await within(bulkArrived.promise, 20000, "the bulk at the target");
+  for (const [index, part] of fragments.entries()) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.ws.send(part, { binary: true, fin: index === fragments.length - 1 });
+  }
+  const got = await within(received.promise, 20000, "the target's bytes");
+  assert.equal(got.length, total, "the target got a different number of bytes");
+  assert.equal(Buffer.compare(got.subarray(0, bulk.length), bulk), 0, "the bulk bytes differ");
+  assert.equal(
+    Buffer.compare(got.subarray(bulk.length), Buffer.concat(fragments)),
+    0,
+    "the fragmented message differs",
+  );
+  client.ws.close();
+  await client.closed;
+});
+
 /** A target that writes `data` to each connection, as fast as the proxy takes it. */
 function startStreamingTarget(data: Uint8Array) {
   return startTarget(async (conn) => {

@@ -258,6 +258,10 @@ export class FdSocket extends EventEmitter implements Watched {
   #spliceReceiveBuffer = false;
   /** Bytes in the splice pipe, queued to be sent (part of writableLength). */
   splicedLength = 0;
+  /** Where reads go while borrowed ({@link borrowReads}); undefined: buffers of their own. */
+  #borrowed: Uint8Array | undefined;
+  /** Whether write() copies what it queues ({@link copyQueuedWrites}). */
+  #copyQueued = false;
 
   constructor(
     loop: EpollLoop,
@@ -401,6 +405,7 @@ export class FdSocket extends EventEmitter implements Watched {
       if (done) process.nextTick(done, error);
       return false;
     }
+    const copy = this.#copyQueued;
     if (this.#queue.length === 0 && this.#corked === 0) {
       const sent = bytes.length === 0 ? 0 : this.#loop.send(this.fd, bytes);
       if (sent === bytes.length) {
@@ -414,14 +419,44 @@ export class FdSocket extends EventEmitter implements Watched {
         return false;
       }
       this.bytesWritten += sent;
-      this.#queue.push({ bytes: bytes.subarray(sent), callback: done, spliced: 0 });
+      const rest = bytes.subarray(sent);
+      this.#queue.push({ bytes: copy ? new Uint8Array(rest) : rest, callback: done, spliced: 0 });
       this.writableLength += bytes.length - sent;
       this.#update();
     } else {
-      this.#queue.push({ bytes, callback: done, spliced: 0 });
+      this.#queue.push({ bytes: copy ? new Uint8Array(bytes) : bytes, callback: done, spliced: 0 });
       this.writableLength += bytes.length;
     }
     return this.writableLength < HIGH_WATER;
+  }
+
+  /**
+   * From now on write() copies the bytes it cannot send at once before it queues them, so that
+   * a caller may write from memory it reuses as soon as write() returns ({@link borrowReads}).
+   */
+  copyQueuedWrites(): void {
+    this.#copyQueued = true;
+  }
+
+  /**
+   * Reads into `region` instead of buffers of their own while this socket has one `data`
+   * listener and nothing unclaimed: no allocation and no zeroing per read. The region is shared
+   * (readRegion in src/websocket/unmask.ts), so a chunk is valid only until the listener
+   * returns: whoever keeps a piece of it copies it (a socket it is written to, with {@link
+   * copyQueuedWrites}). `undefined`: buffers of their own again.
+   */
+  borrowReads(region: Uint8Array | undefined): void {
+    if (region !== undefined && region.length < FULL_READ_SIZE) {
+      throw new RangeError(
+        `a read region of ${region.length} bytes; reads take up to ${FULL_READ_SIZE}`,
+      );
+    }
+    this.#borrowed = region;
+  }
+
+  /** Whether reads go into a borrowed region ({@link borrowReads}), valid until the next read. */
+  get borrowsReads(): boolean {
+    return this.#borrowed !== undefined;
   }
 
   /**
@@ -759,18 +794,23 @@ export class FdSocket extends EventEmitter implements Watched {
       if (got < 0 && this.#loop.refusesSplice(-got)) pipe = -1;
     }
     if (pipe < 0) {
-      const direct = this.#nextRead > 0 ? new Uint8Array(this.#nextRead) : undefined;
-      got = this.#loop.read(this.fd, direct ?? scratch);
+      const listener = this.#dataListener ?? this.#findDataListener();
+      // A borrowed region only for a chunk that goes to one listener now, never kept here.
+      const region = typeof listener === "function" && this.#unclaimed.length === 0
+        ? this.#borrowed
+        : undefined;
+      const size = this.#nextRead > 0 ? this.#nextRead : READ_SIZE;
+      const into = region ?? (this.#nextRead > 0 ? new Uint8Array(size) : scratch);
+      got = this.#loop.read(this.fd, into, size);
       if (got > 0) {
         this.bytesRead += got;
         this.#nextRead = got < LARGE_READ ? 0 : got >= READ_SIZE ? FULL_READ_SIZE : READ_SIZE;
         let chunk: Buffer;
-        if (direct) chunk = Buffer.from(direct.buffer, 0, got);
+        if (into !== scratch) chunk = Buffer.from(into.buffer, into.byteOffset, got);
         else {
           chunk = Buffer.allocUnsafe(got);
           chunk.set(scratch.subarray(0, got));
         }
-        const listener = this.#dataListener ?? this.#findDataListener();
         if (this.#unclaimed.length > 0 || listener === "none") this.#keepUnclaimed(chunk);
         else if (listener === "several") this.emit("data", chunk);
         else listener.call(this, chunk);
@@ -1029,9 +1069,9 @@ export class EpollLoop {
     return {};
   }
 
-  /** Bytes read (0 at end of stream), or minus the errno. */
-  read(fd: number, into: Uint8Array): number {
-    const got = this.#ffi.read(fd, into, BigInt(into.length));
+  /** Bytes read into `into` (at most `length`; 0 at end of stream), or minus the errno. */
+  read(fd: number, into: Uint8Array, length = into.length): number {
+    const got = this.#ffi.read(fd, into, BigInt(length));
     return got >= 0 ? got : -this.#errno.getInt32();
   }
 

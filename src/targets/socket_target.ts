@@ -147,6 +147,17 @@ export class SocketConnection implements TargetConnection {
   }
 
   /**
+   * Makes writes copy what the socket cannot send at once, so that they may come from memory
+   * reused as soon as they return ({@link FdSocket.copyQueuedWrites}): true where the socket is
+   * on the epoll loop; elsewhere (node:net keeps what it is given) false, and nothing changes.
+   */
+  copyQueuedWrites(): boolean {
+    if (!(this.#socket instanceof FdSocket)) return false;
+    this.#socket.copyQueuedWrites();
+    return true;
+  }
+
+  /**
    * Moves bulk reads into `sink`'s pipe instead of delivering them as chunks, where the socket is
    * on the epoll loop ({@link FdSocket.spliceTo}); elsewhere nothing changes.
    */

@@ -26,6 +26,7 @@ import {
 import { deflateMessage, type DeflateParams, inflateMessage } from "./deflate.ts";
 import { releaseBuffer } from "./buffers.ts";
 import { FdSocket, type SpliceSink } from "../ops/epoll.ts";
+import { readRegion } from "./unmask.ts";
 
 /** Room to leave before a payload for {@link WebSocketChannel.sendInPlace}'s header. */
 export const HEADER_ROOM = 10;
@@ -140,6 +141,20 @@ export class WebSocketChannel {
     }
     this.#head = new Uint8Array(0);
     socket.resume();
+  }
+
+  /**
+   * Reads the client's data into the unmask's memory ({@link readRegion}), where it is unmasked
+   * in place, instead of a buffer per read: each chunk, and every payload piece of it, is then
+   * valid only during its `onData` and `onChunkEnd` calls, and whoever keeps a piece must copy it
+   * (the channel does for a fragmented message's held pieces). False where it cannot (the client
+   * is not on the epoll loop, or there is no WebAssembly SIMD): chunks stay the session's own.
+   */
+  borrowReads(): boolean {
+    const region = readRegion();
+    if (!(this.socket instanceof FdSocket) || region === null) return false;
+    this.socket.borrowReads(region);
+    return true;
   }
 
   /** Stops reading from the client (backpressure towards the target). */
@@ -301,7 +316,8 @@ export class WebSocketChannel {
   // One frame is streamed piece by piece as it arrives. A message sent in several frames is held
   // until its last frame, as `ws` and upstream do: a ping in between is answered first, and a
   // message that turns out invalid (1002, 1007, 1009) never reaches the target in part. Held
-  // pieces are views into the socket's chunks, bounded by the maximum message size.
+  // pieces are views into the socket's chunks (copies where those are borrowed: borrowReads),
+  // bounded by the maximum message size.
   #data(payload: Uint8Array, opcode: DataOpcode, fin: boolean): void {
     if (this.#closeSent || !this.#handlers) return;
     if (this.#reader.compressed) return this.#inflate(payload, opcode, fin);
@@ -309,7 +325,8 @@ export class WebSocketChannel {
       this.#handlers.onData(payload, opcode, fin);
       return;
     }
-    this.#held.push(payload);
+    const borrowed = this.socket instanceof FdSocket && this.socket.borrowsReads;
+    this.#held.push(borrowed ? new Uint8Array(payload) : payload);
     if (!fin) return;
     const held = this.#held;
     this.#held = [];

@@ -13,8 +13,13 @@
 /** Payloads at least this long are unmasked by the WebAssembly function. */
 export const SIMD_MIN = 1024;
 
-/** The WebAssembly memory holds one page; longer payloads go through it in pieces. */
+/** The first page of the WebAssembly memory: longer payloads from elsewhere go through it in pieces. */
 const WINDOW = 65536;
+/**
+ * The rest of the memory ({@link readRegion}): reads go there and are unmasked in place, without
+ * a copy in or out. Fixed: the memory never grows, since growing would detach every view of it.
+ */
+const REGION = 256 * 1024;
 
 // unmask(at: i32, length: i32, key: i32): XORs memory[at, at + length) with the little-endian
 // key, rotating it by a byte per byte in the tail. Local 3 is the key splatted to a v128.
@@ -76,13 +81,14 @@ const MODULE = new Uint8Array([
   ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], // "\0asm", version 1
   ...section(1, [0x01, 0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x00]), // type: (i32, i32, i32) -> ()
   ...section(3, [0x01, 0x00]), // one function of that type
-  ...section(5, [0x01, 0x00, WINDOW / 65536]), // one memory, no maximum
+  ...section(5, [0x01, 0x00, (WINDOW + REGION) / 65536]), // one memory, no maximum
   ...section(7, [0x02, ...name("memory"), 0x02, 0x00, ...name("unmask"), 0x00, 0x00]),
   ...section(10, [0x01, ...leb128(BODY.length), ...BODY]),
 ]);
 
 interface Simd {
   readonly memory: Uint8Array;
+  readonly region: Uint8Array;
   readonly unmask: (at: number, length: number, key: number) => void;
 }
 
@@ -95,6 +101,7 @@ function loadSimd(): Simd | null {
     const memory = instance.exports.memory as WebAssembly.Memory;
     return {
       memory: new Uint8Array(memory.buffer, 0, WINDOW),
+      region: new Uint8Array(memory.buffer, WINDOW, REGION),
       unmask: instance.exports.unmask as Simd["unmask"],
     };
   } catch {
@@ -118,6 +125,8 @@ function unmaskSimd(simd: Simd, data: Uint8Array, mask: Uint8Array, phase: numbe
   // Each window is a multiple of 4 bytes long, so the key's phase is the same in every one.
   const key = (mask[phase & 3]! | (mask[(phase + 1) & 3]! << 8) |
     (mask[(phase + 2) & 3]! << 16) | (mask[(phase + 3) & 3]! << 24)) | 0;
+  // Read into the module's memory (readRegion): unmasked where it is.
+  if (data.buffer === simd.region.buffer) return simd.unmask(data.byteOffset, data.length, key);
   for (let start = 0; start < data.length; start += WINDOW) {
     const piece = data.subarray(start, start + WINDOW);
     simd.memory.set(piece);
@@ -151,6 +160,17 @@ export function unmaskWords(data: Uint8Array, mask: Uint8Array, phase: number): 
     index += words * 4;
   }
   for (; index < length; index++) data[index]! ^= mask[(phase + index) & 3]!;
+}
+
+/**
+ * {@link REGION} bytes of the WebAssembly memory, where a socket may read client data so that
+ * its payload is unmasked in place (FdSocket.borrowReads); null without WebAssembly SIMD. One
+ * per process: what is read there is valid only until the next read, so whoever keeps a piece
+ * of it copies it.
+ */
+export function readRegion(): Uint8Array | null {
+  simd ??= loadSimd();
+  return simd === null ? null : simd.region;
 }
 
 /** Whether payloads of {@link SIMD_MIN} bytes or more go through WebAssembly SIMD here. */
