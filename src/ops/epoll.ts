@@ -443,20 +443,10 @@ export class FdSocket extends EventEmitter implements Watched {
    * listener and nothing unclaimed: no allocation and no zeroing per read. The region is shared
    * (readRegion in src/websocket/unmask.ts), so a chunk is valid only until the listener
    * returns: whoever keeps a piece of it copies it (a socket it is written to, with {@link
-   * copyQueuedWrites}). `undefined`: buffers of their own again.
+   * copyQueuedWrites}).
    */
-  borrowReads(region: Uint8Array | undefined): void {
-    if (region !== undefined && region.length < FULL_READ_SIZE) {
-      throw new RangeError(
-        `a read region of ${region.length} bytes; reads take up to ${FULL_READ_SIZE}`,
-      );
-    }
+  borrowReads(region: Uint8Array): void {
     this.#borrowed = region;
-  }
-
-  /** Whether reads go into a borrowed region ({@link borrowReads}), valid until the next read. */
-  get borrowsReads(): boolean {
-    return this.#borrowed !== undefined;
   }
 
   /**
@@ -499,9 +489,7 @@ export class FdSocket extends EventEmitter implements Watched {
       this.bytesWritten += sent;
       if (sent === header.length) {
         const moved = this.#loop.splice(this.#pipe[0]!, this.fd, count);
-        if (
-          moved < 0 && -moved !== EAGAIN && -moved !== EINTR && !this.#loop.refusesSplice(-moved)
-        ) {
+        if (this.#loop.spliceFailed(moved)) {
           return void this.destroy(new SocketError(-moved, "splice"));
         }
         if (moved === count) {
@@ -634,9 +622,7 @@ export class FdSocket extends EventEmitter implements Watched {
         let moved = 0;
         if (this.#loop.spliceRefused === undefined) {
           moved = this.#loop.splice(this.#pipe[0]!, this.fd, first.spliced);
-          if (
-            moved < 0 && -moved !== EAGAIN && -moved !== EINTR && !this.#loop.refusesSplice(-moved)
-          ) {
+          if (this.#loop.spliceFailed(moved)) {
             this.destroy(new SocketError(-moved, "splice"));
             return;
           }
@@ -1069,9 +1055,12 @@ export class EpollLoop {
     return {};
   }
 
-  /** Bytes read into `into` (at most `length`; 0 at end of stream), or minus the errno. */
+  /**
+   * Bytes read into `into` (at most `length`, never past its end; 0 at end of stream), or minus
+   * the errno.
+   */
   read(fd: number, into: Uint8Array, length = into.length): number {
-    const got = this.#ffi.read(fd, into, BigInt(length));
+    const got = this.#ffi.read(fd, into, BigInt(Math.min(length, into.length)));
     return got >= 0 ? got : -this.#errno.getInt32();
   }
 
@@ -1089,6 +1078,14 @@ export class EpollLoop {
       SPLICE_F_MOVE | SPLICE_F_NONBLOCK,
     );
     return moved >= 0 ? moved : -this.#errno.getInt32();
+  }
+
+  /**
+   * Whether `moved`, a splice's result, is a failure of the socket: an errno other than "nothing
+   * to move now" (EAGAIN, EINTR) and other than a refusal ({@link refusesSplice}, which it notes).
+   */
+  spliceFailed(moved: number): boolean {
+    return moved < 0 && -moved !== EAGAIN && -moved !== EINTR && !this.refusesSplice(-moved);
   }
 
   /**

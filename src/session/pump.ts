@@ -147,12 +147,15 @@ export function pump(
   });
 
   // Client data is read into the unmask's memory and written to the target from there where
-  // nothing keeps a view of it past its chunk: the target socket copies what it must queue, the
-  // channel a fragmented message's held pieces; --record keeps what it is given.
-  const borrowed = target instanceof SocketConnection && recording === undefined &&
-    target.copyQueuedWrites() && channel.borrowReads();
+  // nothing keeps a view of it past its chunk: the target socket copies what it must queue (set
+  // first: reads are borrowed only once it holds), the channel a fragmented message's held
+  // pieces; --record keeps what it is given. releaseBuffer leaves borrowed chunks alone (they
+  // never span their buffer).
+  if (target instanceof SocketConnection && recording === undefined && target.copyQueuedWrites()) {
+    channel.borrowReads();
+  }
   const toTarget = target instanceof SocketConnection
-    ? socketWriter(target, channel, traffic, targetFailed, borrowed)
+    ? socketWriter(target, channel, traffic, targetFailed)
     : queueWriter(target, channel, traffic, targetFailed, () => targetClosed);
 
   const clientClosed = new Promise<void>((resolve) => {
@@ -302,15 +305,13 @@ type Failed = (what: string, error: unknown) => void;
 /**
  * Writes to a node:net target without a promise per message: the pieces of one client chunk go
  * out in one corked write (one `writev`, no copy), and the client is paused while the target's
- * socket holds more than the high-water mark. Once written, the client's chunk is released,
- * unless it is `borrowed` (read into memory reused by the next read: WebSocketChannel.borrowReads).
+ * socket holds more than the high-water mark. Once written, the client's chunk is released.
  */
 function socketWriter(
   target: SocketConnection,
   channel: WebSocketChannel,
   traffic: TrafficLog | undefined,
   failed: Failed,
-  borrowed: boolean,
 ): TargetWriter {
   const pending: Uint8Array[] = [];
   // Large pieces with buffers of their own (inflated messages), released once written.
@@ -323,9 +324,7 @@ function socketWriter(
     },
     flush(chunk) {
       // Releasing pays off for large chunks only (see docs/decisions.md).
-      const release = chunk !== undefined && chunk.length >= RELEASE_CHUNK && !borrowed
-        ? chunk
-        : undefined;
+      const release = chunk !== undefined && chunk.length >= RELEASE_CHUNK ? chunk : undefined;
       if (pending.length === 0) {
         if (release) releaseBuffer(release);
         return;

@@ -78,6 +78,8 @@ export class WebSocketChannel {
   #held: Uint8Array[] = [];
   #deflate: DeflateParams | undefined;
   #maxMessageSize: number;
+  /** Whether the socket reads into the shared region ({@link borrowReads}). */
+  #borrowed = false;
   /** Compressed pieces of the client message in progress (copies: inflated at its end). */
   #compressed: Uint8Array[] = [];
 
@@ -154,7 +156,7 @@ export class WebSocketChannel {
     const region = readRegion();
     if (!(this.socket instanceof FdSocket) || region === null) return false;
     this.socket.borrowReads(region);
-    return true;
+    return this.#borrowed = true;
   }
 
   /** Stops reading from the client (backpressure towards the target). */
@@ -325,8 +327,7 @@ export class WebSocketChannel {
       this.#handlers.onData(payload, opcode, fin);
       return;
     }
-    const borrowed = this.socket instanceof FdSocket && this.socket.borrowsReads;
-    this.#held.push(borrowed ? new Uint8Array(payload) : payload);
+    this.#held.push(this.#borrowed ? new Uint8Array(payload) : payload);
     if (!fin) return;
     const held = this.#held;
     this.#held = [];

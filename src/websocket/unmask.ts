@@ -166,7 +166,8 @@ export function unmaskWords(data: Uint8Array, mask: Uint8Array, phase: number): 
  * {@link REGION} bytes of the WebAssembly memory, where a socket may read client data so that
  * its payload is unmasked in place (FdSocket.borrowReads); null without WebAssembly SIMD. One
  * per process: what is read there is valid only until the next read, so whoever keeps a piece
- * of it copies it.
+ * of it copies it. It never spans its ArrayBuffer (page 0 is the window), so releaseBuffer never
+ * frees it.
  */
 export function readRegion(): Uint8Array | null {
   simd ??= loadSimd();
