@@ -6,7 +6,6 @@
  * @module
  */
 
-import type { WebSocketChannel } from "./websocket/channel.ts";
 import type { Config } from "./config.ts";
 import { checkOrigin } from "./auth/origin.ts";
 import { errorMessage, HttpError } from "./errors.ts";
@@ -18,7 +17,7 @@ import { Admission } from "./ops/admission.ts";
 import { LiveList } from "./ops/live_list.ts";
 import type { PumpHandle } from "./session/pump.ts";
 import { runSession } from "./session/session.ts";
-import { logPeer, parseTrustedProxies } from "./listen/client_address.ts";
+import { parseTrustedProxies } from "./listen/client_address.ts";
 import { describeTarget } from "./targets/target.ts";
 import type { AuthPlugin, RequestInfo, Target, TokenPlugin } from "./types.ts";
 import { extractToken, lookupTarget } from "./tokens/mod.ts";
@@ -135,10 +134,9 @@ export async function startServer(
       }
     },
     onAbandoned: (admitted) => (admitted as Admitted).release(),
-    onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown) {
+    onWebSocket(channel, request, admitted, sessionLog) {
       const { target, release } = admitted as Admitted;
       const id = connectionInfo(channel.socket)?.id ?? 0;
-      const sessionLog = log.child({ peer: logPeer(request) });
       sessionCount++;
       void runSession(channel, {
         config,

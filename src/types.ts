@@ -38,7 +38,10 @@ export interface RequestInfo {
   readonly method: string;
   /** The raw request target, e.g. `/websockify?token=abc`. */
   readonly path: string;
-  /** Request headers; `get()` is case-insensitive. */
+  /**
+   * Request headers; `get()` is case-insensitive. Built when first read (a getter, since most
+   * sessions never read them), so a copy made by spreading (`{ ...request }`) has none.
+   */
   readonly headers: Headers;
   /**
    * The direct peer: `ip:port`, or the socket path for a Unix listener. With `--proxy-protocol`,

@@ -1,9 +1,28 @@
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { acceptKey } from "../src/websocket/accept_key.ts";
 import { checkUpgrade, selectProtocol, type UpgradeCheck } from "../src/websocket/handshake.ts";
 import { rawExchange, startEcho, startProxy, upgradeRequest } from "./_helpers.ts";
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
 const decoder = new TextDecoder();
+
+Deno.test("acceptKey() answers as node:crypto's SHA-1 does, for valid keys and any other text", () => {
+  const guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  const expected = (key: string) => createHash("sha1").update(key + guid).digest("base64");
+  // RFC 6455 §1.3's example, and the same key with the whitespace a header value may carry.
+  assert.equal(acceptKey(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  assert.equal(acceptKey(` ${KEY}\t`), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  // Every byte value in every key position, through random 16-byte keys.
+  for (let round = 0; round < 2000; round++) {
+    const key = randomBytes(16).toString("base64");
+    assert.equal(acceptKey(key), expected(key), key);
+  }
+  // Not valid keys (24 characters but not ASCII, other lengths): the general path, UTF-8 as ws.
+  for (const key of ["", "a", "é".repeat(24), "ключ".repeat(6), "A".repeat(23), "A".repeat(25)]) {
+    assert.equal(acceptKey(key), expected(key), key);
+  }
+});
 
 Deno.test("selectProtocol() picks binary, no protocol, or refuses as upstream", () => {
   const cases: [string | undefined, UpgradeCheck][] = [

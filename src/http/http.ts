@@ -20,7 +20,7 @@ import { connectionInfo, moveToEpoll } from "../listen/listener.ts";
 import { FdSocket } from "../ops/epoll.ts";
 import { clientIdentityOf } from "../listen/tls.ts";
 import type { Log } from "../ops/log.ts";
-import type { RequestInfo } from "../types.ts";
+import type { ClientIdentity, RequestInfo } from "../types.ts";
 import { clientAddress, logPeer } from "../listen/client_address.ts";
 import { parseUpgradeHead, type UpgradeHead } from "./upgrade_head.ts";
 
@@ -35,8 +35,16 @@ export interface HttpHandlers {
   admit(request: RequestInfo): Promise<unknown>;
   /** Called instead of `onWebSocket` when the client left while `admit` ran. */
   onAbandoned?: (admitted: unknown) => void;
-  /** Runs a session on an accepted WebSocket. */
-  onWebSocket(channel: WebSocketChannel, request: RequestInfo, admitted: unknown): void;
+  /**
+   * Runs a session on an accepted WebSocket; `log` is `log` above with the request's peer
+   * ({@link logPeer}), the one the handshake's lines went to.
+   */
+  onWebSocket(
+    channel: WebSocketChannel,
+    request: RequestInfo,
+    admitted: unknown,
+    log: Log,
+  ): void;
   /** Serves a plain request; absent means 405 for GET/HEAD as upstream without `--web`. */
   onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, request: RequestInfo) => void;
   /** Largest client message in bytes (close 1009 above). */
@@ -281,7 +289,7 @@ async function handleUpgrade(
     maxMessageSize: handlers.maxMessageSize,
     deflate,
   });
-  handlers.onWebSocket(channel, request, admitted);
+  handlers.onWebSocket(channel, request, admitted, log);
 }
 
 function reject(socket: Socket | FdSocket, log: Log, error: unknown): void {
@@ -323,8 +331,56 @@ export function httpErrorOf(error: unknown): {
 
 /** Builds the plugin-facing view of a request. */
 export function requestInfo(req: UpgradeRequest | http.IncomingMessage): RequestInfo {
+  return new PluginRequest(req);
+}
+
+/**
+ * The plugin-facing view of a request. Its `headers` are built when first read (a getter on the
+ * prototype): a session with a fixed target and no plugin never reads them, and a `Headers` is a
+ * validated append per header on every connection's set-up. A class rather than an object literal
+ * with a getter, which V8 builds through a runtime call (docs/decisions.md, "Set-up: the accept
+ * key, the request's headers and one session log").
+ */
+class PluginRequest implements RequestInfo {
+  readonly method: string;
+  readonly path: string;
+  readonly peer: string;
+  readonly clientAddress: string;
+  readonly secure: boolean;
+  // Declared, not a field: the property exists only for a verified client certificate.
+  declare readonly clientIdentity?: ClientIdentity;
+  readonly #raw: readonly string[];
+  #headers: Headers | undefined;
+
+  constructor(req: UpgradeRequest | http.IncomingMessage) {
+    this.#raw = req.rawHeaders;
+    const info = connectionInfo(req.socket);
+    this.method = req.method ?? "GET";
+    this.path = req.url ?? "/";
+    this.peer = info?.peer ?? "unknown";
+    const address = info?.address ?? "unknown";
+    const trusted = info?.trustedProxies;
+    // Only a trusted proxy's X-Forwarded-For or Forwarded is read.
+    this.clientAddress = trusted === undefined
+      ? address
+      : clientAddress(address, this.headers, trusted);
+    this.secure = info?.secure ?? false;
+    // Out of band, from the verified TLS session: no header can forge it.
+    if (req.socket instanceof tls.TLSSocket) {
+      const identity = clientIdentityOf(req.socket);
+      if (identity !== undefined) {
+        (this as { clientIdentity?: ClientIdentity }).clientIdentity = identity;
+      }
+    }
+  }
+
+  get headers(): Headers {
+    return this.#headers ??= headersOf(this.#raw);
+  }
+}
+
+function headersOf(raw: readonly string[]): Headers {
   const headers = new Headers();
-  const raw = req.rawHeaders;
   for (let index = 0; index + 1 < raw.length; index += 2) {
     try {
       headers.append(raw[index] as string, raw[index + 1] as string);
@@ -332,20 +388,7 @@ export function requestInfo(req: UpgradeRequest | http.IncomingMessage): Request
       // A header value Headers rejects (e.g. bare CR) is dropped, not fatal.
     }
   }
-  const info = connectionInfo(req.socket);
-  // Out of band, from the verified TLS session: no header can forge it.
-  const clientIdentity = req.socket instanceof tls.TLSSocket
-    ? clientIdentityOf(req.socket)
-    : undefined;
-  return {
-    method: req.method ?? "GET",
-    path: req.url ?? "/",
-    headers,
-    peer: info?.peer ?? "unknown",
-    clientAddress: clientAddress(info?.address ?? "unknown", headers, info?.trustedProxies),
-    secure: info?.secure ?? false,
-    ...(clientIdentity === undefined ? {} : { clientIdentity }),
-  };
+  return headers;
 }
 
 function header(req: UpgradeRequest, name: string): string | undefined {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { acceptKey } from "./accept_key.ts";
 
 /** The outcome of {@link checkUpgrade}: the protocol to answer with, or a 400 reason. */
 export type UpgradeCheck =
@@ -57,8 +57,6 @@ function isValidKey(key: string): boolean {
   return /^[A-Za-z0-9+/]{22}==$/.test(key);
 }
 
-const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
 /**
  * The 101 response accepting an upgrade with `key` (RFC 6455 §4.2.2), answering `protocol` when
  * one was selected and `extensions` when one was accepted; the same bytes `ws` sends.
@@ -68,7 +66,7 @@ export function switchingProtocolsResponse(
   protocol: string | undefined,
   extensions?: string,
 ): string {
-  const accept = createHash("sha1").update(key.trim() + WEBSOCKET_GUID).digest("base64");
+  const accept = acceptKey(key);
   return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
     `Sec-WebSocket-Accept: ${accept}\r\n` +
     (protocol === undefined ? "" : `Sec-WebSocket-Protocol: ${protocol}\r\n`) +
