@@ -115,6 +115,35 @@ Deno.test("LibcDialer connects over IPv4 and IPv6 and the adopted socket carries
   }
 });
 
+Deno.test("LibcDialer reaches the address and port asked for when they change between dials", async () => {
+  // The dialer keeps the last address's encoding: each dial below changes the port or the host.
+  const tagged = async (host: string, tag: string) => {
+    const server = net.createServer((socket) => socket.end(tag));
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    return server;
+  };
+  const servers = [
+    await tagged("127.0.0.1", "a"),
+    await tagged("127.0.0.1", "b"),
+    await tagged("::1", "c"),
+  ];
+  try {
+    const hosts = ["127.0.0.1", "127.0.0.1", "::1"];
+    for (const index of [0, 0, 1, 0, 2, 1, 2, 2, 0]) {
+      const socket = await within(
+        dialer().dial(hosts[index]!, portOf(servers[index]!), 5000),
+        5000,
+        "dial",
+      );
+      const chunks: Buffer[] = [];
+      for await (const chunk of socket) chunks.push(chunk as Buffer);
+      assert.equal(Buffer.concat(chunks).toString(), "abc"[index]);
+    }
+  } finally {
+    for (const server of servers) server.close();
+  }
+});
+
 Deno.test("LibcDialer rejects a refused connect like net.connect: 'connect ECONNREFUSED …'", async () => {
   await using held = await holdPort("refuse");
   const error = await within(
