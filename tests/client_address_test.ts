@@ -111,8 +111,19 @@ Deno.test("logPeer() names the forwarded client, else the connection's ip:port",
     ["127.0.0.1:5000", "203.0.113.7", "203.0.113.7"],
     ["[::1]:5000", "::1", "[::1]:5000"],
     ["/run/ws.sock", "/run/ws.sock", "/run/ws.sock"],
+    // Not host:port for an IPv4 host, so not the peer's own address (the short cut must agree).
+    ["127.0.0.1:123456", "127.0.0.1", "127.0.0.1"],
+    ["::1:5000", "::1", "::1"],
+    ["unknown:0", "unknown", "unknown"],
+    ["127.0.0.1:", "127.0.0.1", "127.0.0.1"],
+    ["127.0.0.1:50x0", "127.0.0.1", "127.0.0.1"],
+    ["127.0.0.10:5000", "127.0.0.1", "127.0.0.1"],
+    ["300.0.0.1:5000", "300.0.0.1", "300.0.0.1"],
   ];
-  for (const [peer, client, expected] of cases) {
-    assert.equal(logPeer({ peer, clientAddress: client }), expected, `${peer} ${client}`);
+  // Twice and in both orders: the last IPv4 host is remembered between calls.
+  for (const round of [cases, [...cases].reverse(), cases]) {
+    for (const [peer, client, expected] of round) {
+      assert.equal(logPeer({ peer, clientAddress: client }), expected, `${peer} ${client}`);
+    }
   }
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { describeTarget, dialTarget, preferIpv4 } from "../src/targets/target.ts";
+import { isIP } from "node:net";
+import { describeTarget, dialTarget, isIpLiteral, preferIpv4 } from "../src/targets/target.ts";
 import { TargetError } from "../src/errors.ts";
 import { holdBlackHole, startEcho } from "./_helpers.ts";
 
@@ -18,6 +19,22 @@ Deno.test("preferIpv4() puts IPv4 addresses first and keeps the order within eac
     "::1",
     "fe80::1",
   ]);
+});
+
+Deno.test("isIpLiteral() answers as net.isIP whichever host it was asked about before", () => {
+  const hosts = [
+    "127.0.0.1",
+    "localhost",
+    "::1",
+    "127.0.0.1",
+    "127.0.0.1",
+    "",
+    "300.1.1.1",
+    "::1x",
+  ];
+  for (const order of [hosts, [...hosts].reverse(), hosts]) {
+    for (const host of order) assert.equal(isIpLiteral(host), isIP(host) !== 0, host);
+  }
 });
 
 Deno.test("describeTarget() brackets IPv6 hosts and shows socket paths", () => {

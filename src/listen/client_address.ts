@@ -182,8 +182,32 @@ export function unmapIpv4(address: string): string {
 export function logPeer(
   request: { readonly peer: string; readonly clientAddress: string },
 ): string {
-  const peerAddress = bareHost(request.peer) ?? request.peer;
-  return request.clientAddress === peerAddress ? request.peer : request.clientAddress;
+  const { peer, clientAddress } = request;
+  // Every connection's upgrade asks this; most come straight from an IPv4 client.
+  if (isIpv4Peer(peer, clientAddress)) return peer;
+  const peerAddress = bareHost(peer) ?? peer;
+  return clientAddress === peerAddress ? peer : clientAddress;
+}
+
+/** The last address {@link isIpv4Peer} found to be IPv4. */
+let lastIpv4 = "";
+
+/**
+ * Whether `peer` is `host:port` for `host`, an IPv4 address: what {@link bareHost} would find,
+ * without its regular expressions for the host a connection after another usually has.
+ */
+function isIpv4Peer(peer: string, host: string): boolean {
+  const length = host.length;
+  if (length === 0 || peer.length < length + 2 || peer.length > length + 6) return false;
+  if (peer.charCodeAt(length) !== 0x3a || !peer.startsWith(host)) return false;
+  for (let index = length + 1; index < peer.length; index++) {
+    const code = peer.charCodeAt(index);
+    if (code < 0x30 || code > 0x39) return false;
+  }
+  if (host === lastIpv4) return true;
+  if (net.isIP(host) !== 4) return false;
+  lastIpv4 = host;
+  return true;
 }
 
 function unbracket(text: string): string {

@@ -64,7 +64,7 @@ export async function dialTarget(target: Target, options: DialOptions): Promise<
  * libc, whose `DialTimeout` {@link wrapErrors} reports as the timeout.
  */
 function dialBoundsTimeout(target: Target, options: DialOptions): boolean {
-  return target.kind === "tcp" && !options.tls.enabled && isIP(target.host) !== 0 &&
+  return target.kind === "tcp" && !options.tls.enabled && isIpLiteral(target.host) &&
     SocketConnection.boundsTimeout(target.host);
 }
 
@@ -79,7 +79,7 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
     });
   }
   // node:net rather than Deno.connect: fair with thousands of sessions (src/targets/socket_target.ts).
-  if (isIP(target.host) !== 0) {
+  if (isIpLiteral(target.host)) {
     return await SocketConnection.connect(target.host, target.port, options.timeoutMs);
   }
   const addresses = preferIpv4(await lookup(target.host, { all: true }));
@@ -92,6 +92,20 @@ async function connect(target: Target, options: DialOptions): Promise<TargetConn
     }
   }
   throw lastError;
+}
+
+/** The last host {@link isIpLiteral} found to be an IP address. */
+let lastIpLiteral = "";
+
+/**
+ * Whether `host` is an IP address. A proxy dials the same target again and again, so the last
+ * answer is kept: `net.isIP` runs two regular expressions, and each dial asked twice.
+ */
+export function isIpLiteral(host: string): boolean {
+  if (host === lastIpLiteral) return true;
+  if (isIP(host) === 0) return false;
+  lastIpLiteral = host;
+  return true;
 }
 
 /** Orders resolved addresses IPv4 first (upstream's order), keeping the resolver's order within. */
