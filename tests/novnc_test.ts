@@ -4,8 +4,8 @@
 //
 // Needs the Debian packages in .ci/apt/novnc.txt. Run alone with
 //   deno test --allow-all --unstable-net tests/novnc_test.ts
-// and against the Python reference with NOVNC_TEST_PROXY=python. The noVNC test prints the path
-// of a screenshot (kept in a temporary directory for inspection).
+// and against the Python reference with NOVNC_TEST_PROXY=python. The noVNC test checks a
+// screenshot of the page and removes it; NOVNC_SCREENSHOT=/path/to/file.png keeps it there.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -169,12 +169,18 @@ Deno.test(
     await setRootColour(vnc.display, hex(BLUE));
     await waitForCanvas(page, [...expect(OUTSIDE, BLUE), ...expect(INSIDE, GREEN)]);
 
-    const directory = await Deno.makeTempDir({ prefix: "novnc_test_" });
-    const screenshot = join(directory, "novnc.png");
-    await page.screenshot({ path: screenshot });
-    const png = await Deno.readFile(screenshot);
-    assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
-    console.log(`noVNC screenshot: ${screenshot}`);
+    // Removed afterwards (each run used to leave one in /tmp); NOVNC_SCREENSHOT=path keeps it.
+    const kept = Deno.env.get("NOVNC_SCREENSHOT");
+    const directory = kept ? undefined : await Deno.makeTempDir({ prefix: "novnc_test_" });
+    const screenshot = kept ?? join(directory!, "novnc.png");
+    try {
+      await page.screenshot({ path: screenshot });
+      const png = await Deno.readFile(screenshot);
+      assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+      if (kept) console.log(`noVNC screenshot: ${screenshot}`);
+    } finally {
+      if (directory) await Deno.remove(directory, { recursive: true });
+    }
   }),
 );
 
