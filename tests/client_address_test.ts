@@ -111,7 +111,7 @@ Deno.test("logPeer() names the forwarded client, else the connection's ip:port",
     ["127.0.0.1:5000", "203.0.113.7", "203.0.113.7"],
     ["[::1]:5000", "::1", "[::1]:5000"],
     ["/run/ws.sock", "/run/ws.sock", "/run/ws.sock"],
-    // Not host:port for an IPv4 host, so not the peer's own address (the short cut must agree).
+    // Peers that are not the client address's own host:port: the short cut must leave them be.
     ["127.0.0.1:123456", "127.0.0.1", "127.0.0.1"],
     ["::1:5000", "::1", "::1"],
     ["unknown:0", "unknown", "unknown"],

@@ -193,8 +193,9 @@ export function logPeer(
 let lastIpv4 = "";
 
 /**
- * Whether `peer` is `host:port` for `host`, an IPv4 address: what {@link bareHost} would find,
- * without its regular expressions for the host a connection after another usually has.
+ * Whether `peer` is `host:port` with `host` an IPv4 address: then {@link bareHost} of `peer` is
+ * `host`. It skips bareHost's regular expressions, and remembers the last host that passed,
+ * since connections usually come from the same few hosts.
  */
 function isIpv4Peer(peer: string, host: string): boolean {
   const length = host.length;

@@ -99,7 +99,7 @@ let lastIpLiteral = "";
 
 /**
  * Whether `host` is an IP address. A proxy dials the same target again and again, so the last
- * answer is kept: `net.isIP` runs two regular expressions, and each dial asked twice.
+ * host that was one is remembered: `net.isIP` runs two regular expressions, and a dial asks twice.
  */
 export function isIpLiteral(host: string): boolean {
   if (host === lastIpLiteral) return true;
